@@ -1,0 +1,131 @@
+"""Fixes that let Detectron2 v0.6's Python sources run on today's Pillow, numpy and setuptools.
+
+Each fix is one small, idempotent function that first detects whether it is needed (features,
+never version numbers: v0.6 and a current source build both say ``0.6``), and ``apply_all`` runs
+them in order. This module is self-contained (standard library, numpy and Pillow only) because it
+is used two ways:
+
+* the portable installer (``tools/install_detectron2.py``) ships it inside the ``detectron2``
+  wheel as ``detectron2/_stack_compat.py`` and imports it first thing from
+  ``detectron2/__init__.py``, so a plain ``import detectron2.data`` works with no project import;
+* ``projects/__init__.py`` calls :func:`apply_all` too, which covers a Detectron2 built from
+  source (an official GPU install) whatever its age.
+
+The gaps, each with a test in ``tests/test_compat_stack.py``:
+
+* ``PIL.Image.LINEAR`` was removed in Pillow 10; v0.6 uses it as a *default argument* of
+  ``ExtentTransform``, so ``import detectron2.data`` fails without it. It was always an alias of
+  ``BILINEAR``.
+* numpy 1.24 removed the aliases ``np.int``, ``np.float``, ``np.str``, ``np.object`` (and 1.24-1.26
+  lack ``np.bool``): v0.6 calls them in empty-polygon masks, the class histogram printed before
+  training, semantic-segmentation evaluation, the visualizer and Pascal VOC loading. They were
+  always the Python builtins.
+* ``pkg_resources`` is gone from setuptools >= 81; v0.6's ``detectron2.model_zoo`` imports it at
+  module level for ``resource_filename``. A minimal stand-in based on ``importlib.resources`` is
+  registered only when the real module cannot be imported.
+"""
+import builtins
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+import types
+import warnings
+
+logger = logging.getLogger(__name__)
+
+# numpy aliases removed in 1.24 (``np.bool`` returned in 2.0 as ``np.bool_``).
+NUMPY_ALIASES = ("bool", "int", "float", "complex", "object", "str")
+
+
+def patch_pillow_linear():
+    """Provide ``PIL.Image.LINEAR`` (removed in Pillow 10) as ``BILINEAR``.
+
+    Returns:
+        bool: True if the attribute had to be added.
+    """
+    from PIL import Image
+
+    if hasattr(Image, "LINEAR"):
+        return False
+    Image.LINEAR = Image.BILINEAR
+    return True
+
+
+def patch_numpy_aliases():
+    """Restore ``np.bool``/``np.int``/``np.float``/``np.str``/... as the Python builtins.
+
+    Returns:
+        list[str]: the aliases that had to be added.
+    """
+    import numpy as np
+
+    added = []
+    for name in NUMPY_ALIASES:
+        # numpy >= 1.24 raises AttributeError from its module __getattr__ for the removed names.
+        if name not in vars(np) and not _has_attr(np, name):
+            setattr(np, name, getattr(builtins, name))
+            added.append(name)
+    return added
+
+
+def _has_attr(module, name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numpy warns about names it plans to re-purpose
+        try:
+            getattr(module, name)
+        except AttributeError:
+            return False
+    return True
+
+
+def _resource_filename(package_or_requirement, resource_name):
+    """``pkg_resources.resource_filename`` for packages installed as plain directories."""
+    if not isinstance(package_or_requirement, str):
+        package_or_requirement = package_or_requirement.__name__
+    module = importlib.import_module(package_or_requirement)
+    base = os.path.dirname(os.path.abspath(module.__file__))
+    return os.path.join(base, *resource_name.split("/"))
+
+
+def make_pkg_resources_shim():
+    """Build the minimal ``pkg_resources`` stand-in used when setuptools no longer ships one."""
+    shim = types.ModuleType("pkg_resources")
+    shim.__doc__ = "Minimal stand-in for setuptools' removed pkg_resources (resource_filename)."
+    shim.resource_filename = _resource_filename
+    shim.resource_exists = lambda pkg, name: os.path.exists(_resource_filename(pkg, name))
+    shim.__detectron2_compat_shim__ = True
+    return shim
+
+
+def patch_pkg_resources():
+    """Register a ``pkg_resources`` stand-in if the real module cannot be imported.
+
+    Returns:
+        bool: True if the stand-in was registered.
+    """
+    # find_spec, not import: importing the real module is slow and warns that it is deprecated.
+    if "pkg_resources" in sys.modules or importlib.util.find_spec("pkg_resources") is not None:
+        return False
+    sys.modules["pkg_resources"] = make_pkg_resources_shim()
+    return True
+
+
+def apply_all():
+    """Apply every fix that the running stack needs. Safe to call any number of times.
+
+    Returns:
+        dict: fix name -> what it changed (False / empty when nothing was needed).
+    """
+    changed = {
+        "pillow_linear": patch_pillow_linear(),
+        "numpy_aliases": patch_numpy_aliases(),
+        "pkg_resources": patch_pkg_resources(),
+    }
+    if any(changed.values()):
+        logger.debug("detectron2 stack fixes applied: %s", changed)
+    return changed
+
+
+apply_all()

@@ -1,0 +1,57 @@
+"""Config keys shared by every method, and the one function that knows every method's adder.
+
+All adders must run before ``merge_from_file`` (yacs rejects unknown keys), and each adds keys
+under its own namespace only. The shared keys added here:
+
+* ``INPUT.DATASET_MAPPER_NAME``: name in :data:`projects.data.DATASET_MAPPER_REGISTRY` of the
+  mapper the trainer uses for training and testing;
+* ``SOLVER.OPTIMIZER`` (``"SGD"`` or ``"ADAMW"``), ``SOLVER.BACKBONE_MULTIPLIER`` (learning-rate
+  factor for ``backbone.*`` parameters), ``SOLVER.WEIGHT_DECAY_EMBED``;
+* ``SOLVER.POLY_LR_POWER`` / ``SOLVER.POLY_LR_CONSTANT_ENDING`` for the ``WarmupPolyLR`` schedule.
+"""
+import importlib
+
+# (package, adder) of every method; a package is skipped while it has not landed yet.
+METHOD_CONFIG_ADDERS = (
+    ("pointrend", "add_pointrend_config"),
+    ("blendmask", "add_blendmask_config"),
+    ("yolact", "add_yolact_config"),
+    ("refinemask", "add_refinemask_config"),
+    ("fastinst", "add_fastinst_config"),
+)
+
+
+def add_projects_config(cfg):
+    """Add the keys shared by all methods (see the module docstring) to ``cfg`` in place."""
+    cfg.INPUT.DATASET_MAPPER_NAME = "DatasetMapper"
+    cfg.SOLVER.OPTIMIZER = "SGD"
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0
+    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
+    cfg.SOLVER.POLY_LR_POWER = 0.9
+    cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
+
+
+def add_all_configs(cfg):
+    """Add the shared keys and every method's keys to ``cfg`` in place.
+
+    This is the only function in ``projects`` that imports method packages (lazily, so that
+    ``projects`` never imports them at module level). Importing a method package also registers
+    its models in Detectron2's registries.
+    """
+    add_projects_config(cfg)
+    for package, adder in METHOD_CONFIG_ADDERS:
+        try:
+            module = importlib.import_module(package)
+        except ModuleNotFoundError as e:
+            if e.name != package:
+                raise
+            continue
+        getattr(module, adder)(cfg)
+    return cfg
+
+
+def get_cfg():
+    """Detectron2's default config with every key of this project added."""
+    from detectron2.config import get_cfg as d2_get_cfg
+
+    return add_all_configs(d2_get_cfg())
