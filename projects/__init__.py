@@ -5,6 +5,8 @@ portable Detectron2 install applies them already, an official source build may n
 ``projects`` never imports a method package at module level; :func:`projects.config.add_all_configs`
 is the one place that knows every method.
 """
+import detectron2.layers  # noqa: F401  (so that the deformable-conv CPU routing applies)
+
 from .compat import stack as _stack
 
 _stack.apply_all()

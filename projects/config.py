@@ -1,13 +1,8 @@
-"""Config keys shared by every method, and the one function that knows every method's adder.
+"""Config: the keys shared by every method, and the one function that knows every method's adder.
 
 All adders must run before ``merge_from_file`` (yacs rejects unknown keys), and each adds keys
-under its own namespace only. The shared keys added here:
-
-* ``INPUT.DATASET_MAPPER_NAME``: name in :data:`projects.data.DATASET_MAPPER_REGISTRY` of the
-  mapper the trainer uses for training and testing;
-* ``SOLVER.OPTIMIZER`` (``"SGD"`` or ``"ADAMW"``), ``SOLVER.BACKBONE_MULTIPLIER`` (learning-rate
-  factor for ``backbone.*`` parameters), ``SOLVER.WEIGHT_DECAY_EMBED``;
-* ``SOLVER.POLY_LR_POWER`` / ``SOLVER.POLY_LR_CONSTANT_ENDING`` for the ``WarmupPolyLR`` schedule.
+under its own namespace only. The shared keys are documented where they are added:
+:func:`projects.data.config.add_data_config` and :func:`projects.engine.config.add_engine_config`.
 """
 import importlib
 
@@ -23,12 +18,11 @@ METHOD_CONFIG_ADDERS = (
 
 def add_projects_config(cfg):
     """Add the keys shared by all methods (see the module docstring) to ``cfg`` in place."""
-    cfg.INPUT.DATASET_MAPPER_NAME = "DatasetMapper"
-    cfg.SOLVER.OPTIMIZER = "SGD"
-    cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0
-    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
-    cfg.SOLVER.POLY_LR_POWER = 0.9
-    cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
+    from .data.config import add_data_config
+    from .engine.config import add_engine_config
+
+    add_data_config(cfg)
+    add_engine_config(cfg)
 
 
 def add_all_configs(cfg):

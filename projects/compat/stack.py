@@ -20,6 +20,10 @@ The gaps, each with a test in ``tests/test_compat_stack.py``:
   lack ``np.bool``): v0.6 calls them in empty-polygon masks, the class histogram printed before
   training, semantic-segmentation evaluation, the visualizer and Pascal VOC loading. They were
   always the Python builtins.
+* v0.6's ``DeformConv`` / ``ModulatedDeformConv`` refuse CPU tensors (no backward, no
+  deformable groups): :func:`patch_deform_conv_cpu` routes CPU tensors to
+  ``torchvision.ops.deform_conv2d``, which has CPU autograd; CUDA tensors keep ``detectron2._C``.
+  It applies once ``detectron2.layers`` is imported (``import projects`` imports it).
 * ``pkg_resources`` is gone from setuptools >= 81; v0.6's ``detectron2.model_zoo`` imports it at
   module level for ``resource_filename``. A minimal stand-in based on ``importlib.resources`` is
   registered only when the real module cannot be imported.
@@ -37,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 # numpy aliases removed in 1.24 (``np.bool`` returned in 2.0 as ``np.bool_``).
 NUMPY_ALIASES = ("bool", "int", "float", "complex", "object", "str")
+_MISSING = object()
 
 
 def patch_pillow_linear():
@@ -105,10 +110,54 @@ def patch_pkg_resources():
     Returns:
         bool: True if the stand-in was registered.
     """
+    # A None entry in sys.modules means "import blocked": treat it as missing. Otherwise use
     # find_spec, not import: importing the real module is slow and warns that it is deprecated.
-    if "pkg_resources" in sys.modules or importlib.util.find_spec("pkg_resources") is not None:
+    existing = sys.modules.get("pkg_resources", _MISSING)
+    if existing is not _MISSING and existing is not None:
+        return False
+    if existing is _MISSING and importlib.util.find_spec("pkg_resources") is not None:
         return False
     sys.modules["pkg_resources"] = make_pkg_resources_shim()
+    return True
+
+
+def patch_deform_conv_cpu():
+    """Let Detectron2's deformable-convolution layers run (and train) on CPU tensors.
+
+    Returns:
+        bool: True if the routing was installed now (False: already done, or
+        ``detectron2.layers.deform_conv`` not imported yet).
+    """
+    module = sys.modules.get("detectron2.layers.deform_conv")
+    if module is None or getattr(module, "_cpu_route_installed", False):
+        return False
+    import torchvision
+
+    cuda_deform_conv, cuda_modulated_deform_conv = module.deform_conv, module.modulated_deform_conv
+
+    def deform_conv(input, offset, weight, stride=1, padding=0, dilation=1, groups=1,
+                    deformable_groups=1, im2col_step=64):
+        if input.is_cuda:
+            return cuda_deform_conv(input, offset, weight, stride, padding, dilation, groups,
+                                    deformable_groups, im2col_step)
+        # torchvision reads groups from the weight and deformable groups from the offsets.
+        return torchvision.ops.deform_conv2d(
+            input, offset, weight, stride=stride, padding=padding, dilation=dilation
+        )
+
+    def modulated_deform_conv(input, offset, mask, weight, bias=None, stride=1, padding=0,
+                              dilation=1, groups=1, deformable_groups=1):
+        if input.is_cuda:
+            return cuda_modulated_deform_conv(input, offset, mask, weight, bias, stride, padding,
+                                              dilation, groups, deformable_groups)
+        return torchvision.ops.deform_conv2d(
+            input, offset, weight, bias, stride=stride, padding=padding, dilation=dilation,
+            mask=mask,
+        )
+
+    module.deform_conv = deform_conv
+    module.modulated_deform_conv = modulated_deform_conv
+    module._cpu_route_installed = True
     return True
 
 
@@ -122,6 +171,7 @@ def apply_all():
         "pillow_linear": patch_pillow_linear(),
         "numpy_aliases": patch_numpy_aliases(),
         "pkg_resources": patch_pkg_resources(),
+        "deform_conv_cpu": patch_deform_conv_cpu(),
     }
     if any(changed.values()):
         logger.debug("detectron2 stack fixes applied: %s", changed)

@@ -1,0 +1,66 @@
+"""Config keys of the data layer (mappers, augmentations, dataset registration)."""
+
+from detectron2.config import CfgNode as CN
+
+
+def add_data_config(cfg):
+    """Add the data keys to ``cfg`` in place (only new names under INPUT.* and DATALOADER.*).
+
+    Mapper:
+
+    * ``INPUT.DATASET_MAPPER_NAME``: name in ``DATASET_MAPPER_REGISTRY`` of the mapper used by the
+      trainer for training and testing (default ``"InstanceDatasetMapper"``).
+    * ``INPUT.POLYGON_FROM_RLE``: with ``INPUT.MASK_FORMAT == "polygon"``, convert RLE
+      segmentations to polygons (outer contours; holes are filled) with a one-time warning
+      (True), or raise an error naming the annotation and saying to use ``bitmask`` (False).
+    * ``INPUT.INSTANCE_SEM_SEG.ENABLED``: also return ``sem_seg``, an (H, W) long tensor of class
+      ids derived from the ground-truth instance masks (never from side files).
+    * ``INPUT.INSTANCE_SEM_SEG.BACKGROUND``: ``"last"``: things keep ids 0..K-1, background is K
+      (K = number of thing classes); ``"zero"``: background 0, things 1..K.
+    * ``INPUT.INSTANCE_SEM_SEG.IGNORE_VALUE``: label of crowd regions and padding (255).
+
+    Augmentations (see ``projects.data.augmentations.build_augmentations``):
+
+    * ``INPUT.AUGMENTATIONS_NAME``: ``"default"`` (Detectron2's ResizeShortestEdge + flip),
+      ``"lsj"`` (large-scale jitter) or ``"ssd"`` (YOLACT's SSD-style pipeline).
+    * ``INPUT.LSJ.MIN_SCALE`` / ``MAX_SCALE``: range of the random scale of the target size.
+    * ``INPUT.LSJ.IMAGE_SIZE``: target and crop size (square).
+    * ``INPUT.LSJ.PAD_VALUE``: image padding value of the fixed-size crop.
+    * ``INPUT.SSD.SIZE``: side of the square the images are resized to (YOLACT: 550).
+    * ``INPUT.SSD.EXPAND_MAX_RATIO`` / ``EXPAND_PROB``: Expand's largest canvas ratio and its
+      probability (the canvas is filled with ``MODEL.PIXEL_MEAN``).
+    * ``INPUT.SSD.MIN_IOUS``: IoU options of the min-IoU random crop (plus "keep" and "any").
+    * ``INPUT.SSD.MIN_CROP_SIZE``: smallest crop side as a fraction of the image side.
+
+    Bad input:
+
+    * ``DATALOADER.SKIP_BAD_IMAGES``: in training, a missing, corrupt or wrongly sized image is
+      skipped with a warning naming the file (the mapper returns None, and Detectron2's
+      ``MapDataset`` draws another index); otherwise, and always at test time, it raises.
+    * ``DATALOADER.BAD_ANNOTATIONS``: ``"filter"`` drops invalid annotations (bad or NaN boxes,
+      polygons under 3 points, unknown category ids, ...) with a logged, counted warning;
+      ``"error"`` raises naming the annotation id and file.
+    """
+    cfg.INPUT.DATASET_MAPPER_NAME = "InstanceDatasetMapper"
+    cfg.INPUT.POLYGON_FROM_RLE = True
+
+    cfg.INPUT.INSTANCE_SEM_SEG = CN()
+    cfg.INPUT.INSTANCE_SEM_SEG.ENABLED = False
+    cfg.INPUT.INSTANCE_SEM_SEG.BACKGROUND = "last"
+    cfg.INPUT.INSTANCE_SEM_SEG.IGNORE_VALUE = 255
+
+    cfg.INPUT.AUGMENTATIONS_NAME = "default"
+    cfg.INPUT.LSJ = CN()
+    cfg.INPUT.LSJ.MIN_SCALE = 0.1
+    cfg.INPUT.LSJ.MAX_SCALE = 2.0
+    cfg.INPUT.LSJ.IMAGE_SIZE = 1024
+    cfg.INPUT.LSJ.PAD_VALUE = 128.0
+    cfg.INPUT.SSD = CN()
+    cfg.INPUT.SSD.SIZE = 550
+    cfg.INPUT.SSD.EXPAND_MAX_RATIO = 4.0
+    cfg.INPUT.SSD.EXPAND_PROB = 0.5
+    cfg.INPUT.SSD.MIN_IOUS = (0.1, 0.3, 0.7, 0.9)
+    cfg.INPUT.SSD.MIN_CROP_SIZE = 0.3
+
+    cfg.DATALOADER.SKIP_BAD_IMAGES = False
+    cfg.DATALOADER.BAD_ANNOTATIONS = "filter"

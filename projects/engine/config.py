@@ -1,0 +1,32 @@
+"""Config keys of the engine (optimizer, schedules, checkpointing)."""
+
+
+def add_engine_config(cfg):
+    """Add the engine keys to ``cfg`` in place.
+
+    Solver (read by :mod:`projects.engine.optimizer` and :mod:`projects.engine.lr_scheduler`):
+
+    * ``SOLVER.OPTIMIZER``: ``"SGD"`` (uses ``MOMENTUM``/``NESTEROV``) or ``"ADAMW"``;
+    * ``SOLVER.BACKBONE_MULTIPLIER``: learning-rate factor for parameters named ``backbone.*``;
+    * ``SOLVER.WEIGHT_DECAY_EMBED``: weight decay of ``nn.Embedding`` weights and of parameters
+      whose own name contains ``embed`` (learned queries, positional embeddings);
+    * ``SOLVER.POLY_LR_POWER`` / ``SOLVER.POLY_LR_CONSTANT_ENDING``: the ``WarmupPolyLR`` schedule
+      (``SOLVER.LR_SCHEDULER_NAME: "WarmupPolyLR"``): after warm-up the factor is
+      ``(1 - iter / MAX_ITER) ** POWER``, never below ``CONSTANT_ENDING`` when that is > 0.
+    * Detectron2's ``SOLVER.CLIP_GRADIENTS.CLIP_TYPE`` also accepts ``"full_model"``: one norm
+      clip (``CLIP_VALUE``, ``NORM_TYPE``) over all parameters together, besides the per-parameter
+      ``"value"`` and ``"norm"``.
+
+    Checkpoints (read by :class:`projects.engine.checkpoint.ProjectCheckpointer`):
+
+    * ``MODEL.WEIGHTS_TRUSTED``: ``False`` loads ``MODEL.WEIGHTS`` with PyTorch's safe
+      ``weights_only`` loader (tensors and plain containers only). Set it to ``True`` only for a
+      file you trust that the safe loader refuses (foreign checkpoints holding numpy scalars or
+      other Python objects): it is then loaded with ``weights_only=False``, which can run code.
+    """
+    cfg.SOLVER.OPTIMIZER = "SGD"
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0
+    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
+    cfg.SOLVER.POLY_LR_POWER = 0.9
+    cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
+    cfg.MODEL.WEIGHTS_TRUSTED = False

@@ -1,0 +1,1 @@
+"""Evaluation wiring (COCO, semantic segmentation, boundary quality) and model analysis."""
