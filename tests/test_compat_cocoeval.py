@@ -1,4 +1,5 @@
 """The portable ``COCOeval_opt`` path gives pycocotools' numbers, alone and inside COCOEvaluator."""
+
 import contextlib
 import copy
 import io
@@ -20,7 +21,9 @@ def _random_dataset(seed, num_images=12, num_cats=3):
     ann_id = 1
     for image_id in range(1, num_images + 1):
         h, w = rng.randint(40, 90, size=2)
-        images.append({"id": image_id, "height": int(h), "width": int(w), "file_name": f"{image_id}.png"})
+        images.append(
+            {"id": image_id, "height": int(h), "width": int(w), "file_name": f"{image_id}.png"}
+        )
         for _ in range(rng.randint(0, 6)):
             x0, y0 = rng.randint(0, w - 8), rng.randint(0, h - 8)
             bw, bh = rng.randint(3, w - x0), rng.randint(3, h - y0)
@@ -31,9 +34,13 @@ def _random_dataset(seed, num_images=12, num_cats=3):
             cat = int(rng.randint(1, num_cats + 1))
             annotations.append(
                 {
-                    "id": ann_id, "image_id": image_id, "category_id": cat,
-                    "bbox": [int(x0), int(y0), int(bw), int(bh)], "area": int(bw * bh),
-                    "iscrowd": int(rng.rand() < 0.1), "segmentation": rle,
+                    "id": ann_id,
+                    "image_id": image_id,
+                    "category_id": cat,
+                    "bbox": [int(x0), int(y0), int(bw), int(bh)],
+                    "area": int(bw * bh),
+                    "iscrowd": int(rng.rand() < 0.1),
+                    "segmentation": rle,
                 }
             )
             ann_id += 1
@@ -50,18 +57,26 @@ def _random_dataset(seed, num_images=12, num_cats=3):
                 detections.append(
                     {
                         "image_id": image_id,
-                        "category_id": cat if rng.rand() < 0.8 else int(rng.randint(1, num_cats + 1)),
-                        "bbox": [dx0, dy0, dbw, dbh], "score": float(rng.rand()),
+                        "category_id": (
+                            cat if rng.rand() < 0.8 else int(rng.randint(1, num_cats + 1))
+                        ),
+                        "bbox": [dx0, dy0, dbw, dbh],
+                        "score": float(rng.rand()),
                         "segmentation": drle,
                     }
                 )
         for _ in range(rng.randint(0, 2)):  # false positives
             detections.append(
                 {
-                    "image_id": image_id, "category_id": int(rng.randint(1, num_cats + 1)),
-                    "bbox": [1, 1, 5, 5], "score": float(rng.rand()),
-                    "segmentation": mask_util.encode(np.asfortranarray(
-                        np.pad(np.ones((5, 5), np.uint8), ((1, h - 6), (1, w - 6))))),
+                    "image_id": image_id,
+                    "category_id": int(rng.randint(1, num_cats + 1)),
+                    "bbox": [1, 1, 5, 5],
+                    "score": float(rng.rand()),
+                    "segmentation": mask_util.encode(
+                        np.asfortranarray(
+                            np.pad(np.ones((5, 5), np.uint8), ((1, h - 6), (1, w - 6)))
+                        )
+                    ),
                 }
             )
     for d in detections:
@@ -120,8 +135,9 @@ def test_coco_evaluator_fast_and_slow_paths_agree(tmp_path):
 
     results = {}
     for fast in (True, False):
-        evaluator = COCOEvaluator(name, tasks=("bbox", "segm"), distributed=False,
-                                  output_dir=None, use_fast_impl=fast)
+        evaluator = COCOEvaluator(
+            name, tasks=("bbox", "segm"), distributed=False, output_dir=None, use_fast_impl=fast
+        )
         evaluator.reset()
         for image in gt["images"]:
             mine = [d for d in dets if d["image_id"] == image["id"]]
@@ -133,7 +149,9 @@ def test_coco_evaluator_fast_and_slow_paths_agree(tmp_path):
             inst.pred_classes = torch.tensor([d["category_id"] - 1 for d in mine], dtype=torch.long)
             masks = [mask_util.decode(d["segmentation"]) for d in mine]
             inst.pred_masks = torch.from_numpy(
-                np.stack(masks) if masks else np.zeros((0, image["height"], image["width"]), np.uint8)
+                np.stack(masks)
+                if masks
+                else np.zeros((0, image["height"], image["width"]), np.uint8)
             ).bool()
             evaluator.process([{"image_id": image["id"]}], [{"instances": inst}])
         results[fast] = evaluator.evaluate()

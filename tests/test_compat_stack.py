@@ -4,6 +4,7 @@ Every check runs in a fresh interpreter, so that one test's patches cannot hide 
 Each test first shows the gap exists here (the library lacks the feature) and then runs the v0.6
 code path that needs it; removing the fix makes the second part fail.
 """
+
 import subprocess
 import sys
 import textwrap
@@ -23,24 +24,21 @@ def run_python(code):
 
 
 def test_pillow_linear_gap_and_fix():
-    out = run_python(
-        """
+    out = run_python("""
         import PIL.Image
         print("native", hasattr(PIL.Image, "LINEAR"))
         import numpy as np
         from detectron2.data.transforms import ExtentTransform  # evaluates Image.LINEAR
         t = ExtentTransform(src_rect=(0, 0, 8, 8), output_size=(4, 4))
         print("out", t.apply_image(np.zeros((8, 8, 3), np.uint8)).shape)
-        """
-    )
+        """)
     if "native True" in out:
         pytest.skip("this Pillow still has Image.LINEAR: the fix is not exercised")
     assert "out (4, 4, 3)" in out
 
 
 def test_numpy_alias_gap_and_fix(tmp_path):
-    out = run_python(
-        f"""
+    out = run_python(f"""
         import warnings
         import numpy as np
         try:
@@ -73,8 +71,7 @@ def test_numpy_alias_gap_and_fix(tmp_path):
         logits[0, 0, 0] = logits[1, 0, 1] = logits[1, 1, 0] = 1.0
         ev.process([{{"file_name": "x.png"}}], [{{"sem_seg": logits}}])
         print("mIoU", ev.evaluate()["sem_seg"]["mIoU"])
-        """
-    )
+        """)
     if "native np.int present" in out:
         pytest.skip("this numpy still has np.int: the fix is not exercised")
     assert "mIoU 100.0" in out
@@ -82,8 +79,7 @@ def test_numpy_alias_gap_and_fix(tmp_path):
 
 def test_pkg_resources_gap_and_fix():
     # sys.modules[name] = None makes ``import pkg_resources`` fail, as on setuptools >= 81.
-    out = run_python(
-        """
+    out = run_python("""
         import sys
         sys.modules["pkg_resources"] = None
         try:
@@ -96,23 +92,20 @@ def test_pkg_resources_gap_and_fix():
         import os
         print("exists", os.path.isfile(path))
         print("shim", getattr(sys.modules["pkg_resources"], "__detectron2_compat_shim__", False))
-        """
-    )
+        """)
     assert "import blocked" in out
     assert "exists True" in out and "shim True" in out
 
 
 def test_fixes_are_idempotent_and_detect_features():
-    out = run_python(
-        """
+    out = run_python("""
         from projects.compat import stack
         first = stack.apply_all()   # detectron2 is not imported yet, but projects applies them
         second = stack.apply_all()
         print("second", second)
-        """
-    )
+        """)
     assert "'pillow_linear': False, 'numpy_aliases': [], 'pkg_resources': False" in out
-    assert "'deform_conv_cpu': False" in out
+    assert "'deform_conv_cpu': False" in out and "'map_dataset_fallback': False" in out
 
 
 def test_installed_stack_compat_is_this_repository():
@@ -129,20 +122,17 @@ def test_installed_stack_compat_is_this_repository():
 
 
 def test_detectron2_imports_without_the_project():
-    out = run_python(
-        """
+    out = run_python("""
         import sys
         import detectron2.modeling, detectron2.data, detectron2.evaluation, detectron2.engine
         print("project imported", any(m == "projects" or m.startswith("projects.") for m in sys.modules))
-        """
-    )
+        """)
     assert "project imported False" in out
 
 
 def test_caffe2_free_flop_count():
     """v0.6's detectron2.utils.analysis needs caffe2; projects.evaluation.flops does not."""
-    out = run_python(
-        """
+    out = run_python("""
         try:
             import detectron2.utils.analysis
             print("analysis importable")
@@ -168,8 +158,7 @@ def test_caffe2_free_flop_count():
         conv1 = flops.by_module_and_operator()["model.backbone.stem.conv1"]["conv"]
         # 7x7 stride-2 conv, 3 -> 64 channels, output 32 x 48: multiply-adds
         print("conv1", conv1, 7 * 7 * 3 * 64 * 32 * 48, "total_gt_conv1", flops.total() > 10 * conv1)
-        """
-    )
+        """)
     assert "analysis fails" in out or "analysis importable" in out
     conv1_line = [line for line in out.splitlines() if line.startswith("conv1")][0].split()
     assert conv1_line[1] == conv1_line[2]
@@ -198,7 +187,21 @@ def test_deform_conv_layers_train_on_cpu():
     moffset = torch.randn(2, 18, 9, 8, dtype=torch.float64, requires_grad=True)
     mask = torch.rand(2, 9, 9, 8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda a, b, c: mlayer(a, b, c), (x.detach()[:, :, :5, :5].requires_grad_(),
-                                           moffset.detach()[:, :, :5, :5].requires_grad_(),
-                                           mask.detach()[:, :, :5, :5].requires_grad_())
+        lambda a, b, c: mlayer(a, b, c),
+        (
+            x.detach()[:, :, :5, :5].requires_grad_(),
+            moffset.detach()[:, :, :5, :5].requires_grad_(),
+            mask.detach()[:, :, :5, :5].requires_grad_(),
+        ),
     )
+
+
+def test_map_dataset_replaces_skipped_samples():
+    """v0.6 samples from a set (TypeError on Python >= 3.11); the fix picks another sample."""
+    import projects  # noqa: F401  (installs the fix)
+    from detectron2.data.common import MapDataset
+
+    dataset = MapDataset(list(range(6)), lambda x: None if x % 2 == 0 else x)
+    assert [dataset[i] % 2 for i in range(6)] == [1] * 6
+    with pytest.raises(RuntimeError, match="no sample of this dataset can be loaded"):
+        MapDataset([0, 2], lambda x: None)[0]

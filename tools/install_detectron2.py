@@ -19,6 +19,7 @@ Usage::
 
     python tools/install_detectron2.py [--cache-dir .cache/detectron2] [--force]
 """
+
 import argparse
 import base64
 import hashlib
@@ -91,8 +92,17 @@ def download_sdist(python, cache_dir):
         return sdist
     log(f"downloading the {SDIST_NAME}=={SDIST_VERSION} sdist into {cache_dir}")
     # Its setup.py imports torch even to produce metadata: hence no build isolation.
-    cmd = [python, "-m", "pip", "download", "--no-deps", "--no-build-isolation", "-d",
-           str(cache_dir), f"{SDIST_NAME}=={SDIST_VERSION}"]
+    cmd = [
+        python,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-build-isolation",
+        "-d",
+        str(cache_dir),
+        f"{SDIST_NAME}=={SDIST_VERSION}",
+    ]
     proc = subprocess.run(cmd)
     if proc.returncode != 0 or not sdist.is_file():
         raise SystemExit(
@@ -117,7 +127,7 @@ def sdist_members(sdist):
             else:
                 for dst, src in PROJECT_PACKAGES.items():
                     if rel.startswith(src + "/") and rel.endswith(".py"):
-                        target = dst + rel[len(src):]
+                        target = dst + rel[len(src) :]
             if target is not None:
                 yield target, tar.extractfile(member).read()
 
@@ -190,8 +200,16 @@ def main(argv=None):
     sdist = download_sdist(args.python, Path(args.cache_dir))
     with tempfile.TemporaryDirectory() as tmp:
         wheel = build_wheel(sdist, Path(tmp))
-        cmd = [args.python, "-m", "pip", "install", "--no-deps", "--force-reinstall", "-q",
-               str(wheel)]
+        cmd = [
+            args.python,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--force-reinstall",
+            "-q",
+            str(wheel),
+        ]
         if subprocess.run(cmd).returncode != 0:
             raise SystemExit(f"error: `{' '.join(cmd)}` failed")
     log(f"installed detectron2 {WHEEL_VERSION}")

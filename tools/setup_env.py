@@ -19,6 +19,7 @@ Completion is recorded in ``<env>/.d2proj-setup.json`` only after step 7 succeed
 a hash of every input (requirements, installers, the portable ops). An interrupted run therefore
 never counts as done: the next one repeats what is missing.
 """
+
 import argparse
 import hashlib
 import json
@@ -69,8 +70,13 @@ def works(python, code):
 
 def inputs_hash():
     """Hash of everything whose change must trigger a re-install."""
-    files = [REPO / "requirements.txt", REPO / "setup.py", REPO / "tools" / "setup_env.py",
-             REPO / "tools" / "install_detectron2.py", REPO / "projects" / "compat" / "stack.py"]
+    files = [
+        REPO / "requirements.txt",
+        REPO / "setup.py",
+        REPO / "tools" / "setup_env.py",
+        REPO / "tools" / "install_detectron2.py",
+        REPO / "projects" / "compat" / "stack.py",
+    ]
     files += sorted((REPO / "projects" / "compat" / "portable_c").glob("*.py"))
     digest = hashlib.sha256()
     for path in files:
@@ -101,8 +107,10 @@ def check_interpreter():
             f"{sys.executable} is {sys.version.split()[0]}. Run `make setup PYTHON=python3.11`."
         )
     if not works(sys.executable, "import venv, ensurepip"):
-        fail(f"{sys.executable} lacks the venv/ensurepip modules: install python3-venv "
-             "(Debian/Ubuntu: `apt-get install python3-venv`) or use another Python via PYTHON=")
+        fail(
+            f"{sys.executable} lacks the venv/ensurepip modules: install python3-venv "
+            "(Debian/Ubuntu: `apt-get install python3-venv`) or use another Python via PYTHON="
+        )
 
 
 def check_disk(path, need_gb):
@@ -111,8 +119,10 @@ def check_disk(path, need_gb):
         probe = probe.parent
     free_gb = shutil.disk_usage(probe).free / 1e9
     if free_gb < need_gb:
-        fail(f"{free_gb:.1f} GB free under {probe}; setup needs about {need_gb:.0f} GB "
-             "(PyTorch alone unpacks to ~5.6 GB). Free some space or set VENV= elsewhere.")
+        fail(
+            f"{free_gb:.1f} GB free under {probe}; setup needs about {need_gb:.0f} GB "
+            "(PyTorch alone unpacks to ~5.6 GB). Free some space or set VENV= elsewhere."
+        )
 
 
 def ensure_venv(prefix, python):
@@ -136,7 +146,9 @@ def ensure_torch(python):
     if works(python, "import torch, torchvision; torchvision.ops.nms"):
         return
     spec = os.environ.get("TORCH_SPEC", DEFAULT_TORCH_SPEC).split()
-    extra = ["--index-url", os.environ["TORCH_INDEX_URL"]] if os.environ.get("TORCH_INDEX_URL") else []
+    extra = (
+        ["--index-url", os.environ["TORCH_INDEX_URL"]] if os.environ.get("TORCH_INDEX_URL") else []
+    )
     check_disk(Path(sys.prefix), MIN_FREE_GB_WITH_TORCH)
     log(f"installing {' '.join(spec)} (override with TORCH_SPEC=... / TORCH_INDEX_URL=...)")
     pip(python, "install", *extra, *spec)
@@ -144,10 +156,16 @@ def ensure_torch(python):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--venv", default=os.environ.get("VENV") or None,
-                        help="virtualenv to create/use (default: the active one, else ./.venv)")
-    parser.add_argument("--print-python", action="store_true",
-                        help="print the environment's python executable and exit")
+    parser.add_argument(
+        "--venv",
+        default=os.environ.get("VENV") or None,
+        help="virtualenv to create/use (default: the active one, else ./.venv)",
+    )
+    parser.add_argument(
+        "--print-python",
+        action="store_true",
+        help="print the environment's python executable and exit",
+    )
     parser.add_argument("--force", action="store_true", help="redo every step")
     args = parser.parse_args(argv)
 

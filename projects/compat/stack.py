@@ -24,12 +24,18 @@ The gaps, each with a test in ``tests/test_compat_stack.py``:
   deformable groups): :func:`patch_deform_conv_cpu` routes CPU tensors to
   ``torchvision.ops.deform_conv2d``, which has CPU autograd; CUDA tensors keep ``detectron2._C``.
   It applies once ``detectron2.layers`` is imported (``import projects`` imports it).
+* Python 3.11 no longer samples from a set: v0.6's ``MapDataset`` does, to replace a sample its
+  mapper skipped (returned None), so skipping a bad image crashed the loader.
+  :func:`patch_map_dataset_fallback` picks from the sorted candidates instead (same RNG). It
+  applies once ``detectron2.data`` is imported (``import projects`` imports it).
 * ``pkg_resources`` is gone from setuptools >= 81; v0.6's ``detectron2.model_zoo`` imports it at
   module level for ``resource_filename``. A minimal stand-in based on ``importlib.resources`` is
   registered only when the real module cannot be imported.
 """
+
 import builtins
 import importlib
+import itertools
 import importlib.util
 import logging
 import os
@@ -135,29 +141,119 @@ def patch_deform_conv_cpu():
 
     cuda_deform_conv, cuda_modulated_deform_conv = module.deform_conv, module.modulated_deform_conv
 
-    def deform_conv(input, offset, weight, stride=1, padding=0, dilation=1, groups=1,
-                    deformable_groups=1, im2col_step=64):
+    def deform_conv(
+        input,
+        offset,
+        weight,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        deformable_groups=1,
+        im2col_step=64,
+    ):
         if input.is_cuda:
-            return cuda_deform_conv(input, offset, weight, stride, padding, dilation, groups,
-                                    deformable_groups, im2col_step)
+            return cuda_deform_conv(
+                input,
+                offset,
+                weight,
+                stride,
+                padding,
+                dilation,
+                groups,
+                deformable_groups,
+                im2col_step,
+            )
         # torchvision reads groups from the weight and deformable groups from the offsets.
         return torchvision.ops.deform_conv2d(
             input, offset, weight, stride=stride, padding=padding, dilation=dilation
         )
 
-    def modulated_deform_conv(input, offset, mask, weight, bias=None, stride=1, padding=0,
-                              dilation=1, groups=1, deformable_groups=1):
+    def modulated_deform_conv(
+        input,
+        offset,
+        mask,
+        weight,
+        bias=None,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        deformable_groups=1,
+    ):
         if input.is_cuda:
-            return cuda_modulated_deform_conv(input, offset, mask, weight, bias, stride, padding,
-                                              dilation, groups, deformable_groups)
+            return cuda_modulated_deform_conv(
+                input,
+                offset,
+                mask,
+                weight,
+                bias,
+                stride,
+                padding,
+                dilation,
+                groups,
+                deformable_groups,
+            )
         return torchvision.ops.deform_conv2d(
-            input, offset, weight, bias, stride=stride, padding=padding, dilation=dilation,
+            input,
+            offset,
+            weight,
+            bias,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
             mask=mask,
         )
 
     module.deform_conv = deform_conv
     module.modulated_deform_conv = modulated_deform_conv
     module._cpu_route_installed = True
+    return True
+
+
+def _sets_cannot_be_sampled():
+    import random
+
+    try:
+        random.Random(0).sample({0}, k=1)
+    except TypeError:
+        return True
+    return False
+
+
+def patch_map_dataset_fallback():
+    """Make ``MapDataset`` replace skipped samples on Python >= 3.11 (see the module docstring).
+
+    Returns:
+        bool: True if ``MapDataset.__getitem__`` was replaced now.
+    """
+    module = sys.modules.get("detectron2.data.common")
+    if module is None or getattr(module.MapDataset, "_fallback_fixed", False):
+        return False
+    if not _sets_cannot_be_sampled():
+        return False
+
+    def __getitem__(self, idx):
+        cur_idx = int(idx)
+        for retry_count in itertools.count(1):
+            data = self._map_func(self._dataset[cur_idx])
+            if data is not None:
+                self._fallback_candidates.add(cur_idx)
+                return data
+            self._fallback_candidates.discard(cur_idx)
+            if not self._fallback_candidates:
+                raise RuntimeError(
+                    f"the dataset mapper skipped sample {idx} and every other sample tried: "
+                    "no sample of this dataset can be loaded"
+                )
+            cur_idx = self._rng.choice(sorted(self._fallback_candidates))
+            if retry_count >= 3:
+                logger.warning(
+                    "mapping sample %s failed %d times; trying another", idx, retry_count
+                )
+
+    module.MapDataset.__getitem__ = __getitem__
+    module.MapDataset._fallback_fixed = True
     return True
 
 
@@ -172,6 +268,7 @@ def apply_all():
         "numpy_aliases": patch_numpy_aliases(),
         "pkg_resources": patch_pkg_resources(),
         "deform_conv_cpu": patch_deform_conv_cpu(),
+        "map_dataset_fallback": patch_map_dataset_fallback(),
     }
     if any(changed.values()):
         logger.debug("detectron2 stack fixes applied: %s", changed)

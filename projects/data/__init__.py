@@ -1,4 +1,31 @@
-"""Datasets (COCO, the bundled toy set, user COCO-format sets), mappers and augmentations."""
-from .mapper_registry import DATASET_MAPPER_REGISTRY, build_dataset_mapper
+"""Datasets (COCO, the bundled toy set, user COCO-format sets), mappers and augmentations.
 
-__all__ = ["DATASET_MAPPER_REGISTRY", "build_dataset_mapper"]
+Importing this package registers the mappers in :data:`DATASET_MAPPER_REGISTRY`.
+"""
+
+from .augmentations import build_augmentations
+from .image_io import BadImageError, read_image_for_dict, read_label_map
+from .mapper_registry import DATASET_MAPPER_REGISTRY, build_dataset_mapper
+from .mappers import (
+    ANNOTATION_STATS,
+    BadAnnotationError,
+    InstanceDatasetMapper,
+    SemanticDatasetMapper,
+    filter_dataset_dicts,
+    sanitize_annotations,
+)
+
+__all__ = [
+    "ANNOTATION_STATS",
+    "BadAnnotationError",
+    "BadImageError",
+    "DATASET_MAPPER_REGISTRY",
+    "InstanceDatasetMapper",
+    "SemanticDatasetMapper",
+    "build_augmentations",
+    "build_dataset_mapper",
+    "filter_dataset_dicts",
+    "read_image_for_dict",
+    "read_label_map",
+    "sanitize_annotations",
+]

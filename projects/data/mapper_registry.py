@@ -1,4 +1,5 @@
 """The registry from which the trainer picks the dataset mapper named by the config."""
+
 from detectron2.data import DatasetMapper
 from detectron2.utils.registry import Registry
 

@@ -17,6 +17,7 @@ unchanged, on the CPU and on CUDA:
 The package imports nothing from the project: it must work inside the installed ``detectron2``.
 A compiled ``_C`` from an official source build is never replaced.
 """
+
 import torch
 
 from .cocoeval import COCOevalAccumulate, COCOevalEvaluateImages, InstanceAnnotation

@@ -7,6 +7,7 @@ The result of ``COCOevalEvaluateImages`` is opaque to Python, so here it is simp
 own ``evalImgs`` list, and both steps run pycocotools' ``evaluateImg`` / ``accumulate``: the numbers
 are pycocotools' by construction. (The compiled version is faster, not different.)
 """
+
 import contextlib
 import io
 from types import SimpleNamespace
