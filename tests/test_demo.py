@@ -1,0 +1,94 @@
+"""demo.py: inputs (files, directories, globs), drawing, COCO JSON, unreadable and missing inputs."""
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import demo
+from detectron2.modeling import build_model
+from projects.demo import expand_inputs
+from tiny_coco import tiny_mask_rcnn_cfg, write_cfg
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A config file and weights that fit it (random init: the demo does not care how good)."""
+    root = tmp_path_factory.mktemp("demo")
+    cfg = tiny_mask_rcnn_cfg(root / "out", "demo_unused_train", None)
+    cfg.DATASETS.TRAIN = ()
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    weights = root / "model.pth"
+    torch.save({"model": model.state_dict()}, weights)
+    return write_cfg(cfg, root / "cfg.yaml"), str(weights)
+
+
+@pytest.fixture()
+def image_dir(tmp_path):
+    d = tmp_path / "images"
+    d.mkdir()
+    rng = np.random.RandomState(0)
+    Image.fromarray(rng.randint(0, 255, (60, 80, 3), dtype=np.uint8)).save(d / "good.png")
+    (d / "corrupt.jpg").write_text("this is a text file, not a JPEG")
+    return d
+
+
+def test_expand_inputs_files_dirs_globs(image_dir):
+    (image_dir / "notes.txt").write_text("ignored: not an image extension")
+    assert [p.split("/")[-1] for p in expand_inputs([str(image_dir)])] == ["corrupt.jpg", "good.png"]
+    assert expand_inputs([str(image_dir / "*.png")]) == [str(image_dir / "good.png")]
+    both = expand_inputs([str(image_dir / "good.png"), str(image_dir / "*.png")])
+    assert both == [str(image_dir / "good.png")]  # de-duplicated
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        expand_inputs([str(image_dir / "nope.png")])
+
+
+def test_directory_with_good_and_corrupt_image(tiny_model, image_dir, tmp_path, caplog):
+    cfg_file, weights = tiny_model
+    out_dir, json_file = tmp_path / "drawn", tmp_path / "pred.json"
+    argv = ["--config-file", cfg_file, "--input", str(image_dir), "--output", str(out_dir),
+            "--json", str(json_file), "--confidence-threshold", "0.0", "--opts", "MODEL.WEIGHTS",
+            weights]
+    with caplog.at_level(logging.WARNING):
+        assert demo.main(argv) == 0
+    drawn = sorted(p.name for p in out_dir.iterdir())
+    assert drawn == ["good.png"]
+    assert np.asarray(Image.open(out_dir / "good.png")).shape == (60, 80, 3)
+    assert any("corrupt.jpg" in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+    predictions = json.loads(json_file.read_text())
+    assert [im["file_name"].split("/")[-1] for im in predictions["images"]] == ["good.png"]
+    image_ids = {im["id"] for im in predictions["images"]}
+    assert predictions["annotations"], "threshold 0 keeps every detection"
+    for ann in predictions["annotations"]:
+        assert ann["image_id"] in image_ids and ann["score"] >= 0.0 and "segmentation" in ann
+
+
+def test_single_missing_file_is_an_error(tiny_model, tmp_path, caplog):
+    cfg_file, weights = tiny_model
+    missing = tmp_path / "missing.jpg"
+    with caplog.at_level(logging.ERROR):
+        code = demo.main(["--config-file", cfg_file, "--input", str(missing), "--output",
+                          str(tmp_path / "o"), "--opts", "MODEL.WEIGHTS", weights])
+    assert code != 0
+    assert any("missing.jpg" in r.getMessage() for r in caplog.records)
+
+
+def test_single_input_to_output_file_and_threshold(tiny_model, image_dir, tmp_path):
+    cfg_file, weights = tiny_model
+    out_file, json_file = tmp_path / "one.jpg", tmp_path / "p.json"
+    code = demo.main(["--config-file", cfg_file, "--input", str(image_dir / "good.png"), "--output",
+                      str(out_file), "--json", str(json_file), "--confidence-threshold", "1.01",
+                      "--opts", "MODEL.WEIGHTS", weights])
+    assert code == 0 and out_file.is_file()
+    assert json.loads(json_file.read_text())["annotations"] == []  # nothing scores above 1.01
+
+
+def test_no_weights_is_an_error_not_random_weights(tiny_model, image_dir, tmp_path, caplog):
+    cfg_file, _ = tiny_model
+    with caplog.at_level(logging.ERROR):
+        code = demo.main(["--config-file", cfg_file, "--input", str(image_dir / "good.png")])
+    assert code != 0
+    assert any("MODEL.WEIGHTS" in r.getMessage() for r in caplog.records)
