@@ -1,4 +1,5 @@
 """demo.py: inputs (files, directories, globs), drawing, COCO JSON, unreadable and missing inputs."""
+
 import json
 import logging
 
@@ -38,7 +39,10 @@ def image_dir(tmp_path):
 
 def test_expand_inputs_files_dirs_globs(image_dir):
     (image_dir / "notes.txt").write_text("ignored: not an image extension")
-    assert [p.split("/")[-1] for p in expand_inputs([str(image_dir)])] == ["corrupt.jpg", "good.png"]
+    assert [p.split("/")[-1] for p in expand_inputs([str(image_dir)])] == [
+        "corrupt.jpg",
+        "good.png",
+    ]
     assert expand_inputs([str(image_dir / "*.png")]) == [str(image_dir / "good.png")]
     both = expand_inputs([str(image_dir / "good.png"), str(image_dir / "*.png")])
     assert both == [str(image_dir / "good.png")]  # de-duplicated
@@ -49,15 +53,29 @@ def test_expand_inputs_files_dirs_globs(image_dir):
 def test_directory_with_good_and_corrupt_image(tiny_model, image_dir, tmp_path, caplog):
     cfg_file, weights = tiny_model
     out_dir, json_file = tmp_path / "drawn", tmp_path / "pred.json"
-    argv = ["--config-file", cfg_file, "--input", str(image_dir), "--output", str(out_dir),
-            "--json", str(json_file), "--confidence-threshold", "0.0", "--opts", "MODEL.WEIGHTS",
-            weights]
+    argv = [
+        "--config-file",
+        cfg_file,
+        "--input",
+        str(image_dir),
+        "--output",
+        str(out_dir),
+        "--json",
+        str(json_file),
+        "--confidence-threshold",
+        "0.0",
+        "--opts",
+        "MODEL.WEIGHTS",
+        weights,
+    ]
     with caplog.at_level(logging.WARNING):
         assert demo.main(argv) == 0
     drawn = sorted(p.name for p in out_dir.iterdir())
     assert drawn == ["good.png"]
     assert np.asarray(Image.open(out_dir / "good.png")).shape == (60, 80, 3)
-    assert any("corrupt.jpg" in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+    assert any(
+        "corrupt.jpg" in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+    )
     predictions = json.loads(json_file.read_text())
     assert [im["file_name"].split("/")[-1] for im in predictions["images"]] == ["good.png"]
     image_ids = {im["id"] for im in predictions["images"]}
@@ -70,8 +88,19 @@ def test_single_missing_file_is_an_error(tiny_model, tmp_path, caplog):
     cfg_file, weights = tiny_model
     missing = tmp_path / "missing.jpg"
     with caplog.at_level(logging.ERROR):
-        code = demo.main(["--config-file", cfg_file, "--input", str(missing), "--output",
-                          str(tmp_path / "o"), "--opts", "MODEL.WEIGHTS", weights])
+        code = demo.main(
+            [
+                "--config-file",
+                cfg_file,
+                "--input",
+                str(missing),
+                "--output",
+                str(tmp_path / "o"),
+                "--opts",
+                "MODEL.WEIGHTS",
+                weights,
+            ]
+        )
     assert code != 0
     assert any("missing.jpg" in r.getMessage() for r in caplog.records)
 
@@ -79,9 +108,23 @@ def test_single_missing_file_is_an_error(tiny_model, tmp_path, caplog):
 def test_single_input_to_output_file_and_threshold(tiny_model, image_dir, tmp_path):
     cfg_file, weights = tiny_model
     out_file, json_file = tmp_path / "one.jpg", tmp_path / "p.json"
-    code = demo.main(["--config-file", cfg_file, "--input", str(image_dir / "good.png"), "--output",
-                      str(out_file), "--json", str(json_file), "--confidence-threshold", "1.01",
-                      "--opts", "MODEL.WEIGHTS", weights])
+    code = demo.main(
+        [
+            "--config-file",
+            cfg_file,
+            "--input",
+            str(image_dir / "good.png"),
+            "--output",
+            str(out_file),
+            "--json",
+            str(json_file),
+            "--confidence-threshold",
+            "1.01",
+            "--opts",
+            "MODEL.WEIGHTS",
+            weights,
+        ]
+    )
     assert code == 0 and out_file.is_file()
     assert json.loads(json_file.read_text())["annotations"] == []  # nothing scores above 1.01
 

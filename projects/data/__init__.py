@@ -4,6 +4,7 @@ Importing this package registers the mappers in :data:`DATASET_MAPPER_REGISTRY`.
 """
 
 from .augmentations import build_augmentations
+from .datasets import ensure_datasets_registered, register_all_datasets, register_coco_dataset
 from .image_io import BadImageError, read_image_for_dict, read_label_map
 from .mapper_registry import DATASET_MAPPER_REGISTRY, build_dataset_mapper
 from .mappers import (
@@ -15,6 +16,8 @@ from .mappers import (
     sanitize_annotations,
 )
 
+register_all_datasets()
+
 __all__ = [
     "ANNOTATION_STATS",
     "BadAnnotationError",
@@ -24,6 +27,9 @@ __all__ = [
     "SemanticDatasetMapper",
     "build_augmentations",
     "build_dataset_mapper",
+    "ensure_datasets_registered",
+    "register_all_datasets",
+    "register_coco_dataset",
     "filter_dataset_dicts",
     "read_image_for_dict",
     "read_label_map",
