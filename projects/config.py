@@ -2,8 +2,10 @@
 
 All adders must run before ``merge_from_file`` (yacs rejects unknown keys), and each adds keys
 under its own namespace only. The shared keys are documented where they are added:
-:func:`projects.data.config.add_data_config` and :func:`projects.engine.config.add_engine_config`.
+:func:`projects.data.config.add_data_config`, :func:`projects.engine.config.add_engine_config`
+and :func:`projects.evaluation.config.add_evaluation_config`.
 """
+
 import importlib
 
 # (package, adder) of every method; a package is skipped while it has not landed yet.
@@ -20,9 +22,11 @@ def add_projects_config(cfg):
     """Add the keys shared by all methods (see the module docstring) to ``cfg`` in place."""
     from .data.config import add_data_config
     from .engine.config import add_engine_config
+    from .evaluation.config import add_evaluation_config
 
     add_data_config(cfg)
     add_engine_config(cfg)
+    add_evaluation_config(cfg)
 
 
 def add_all_configs(cfg):

@@ -47,14 +47,18 @@ def test_other_errors_pass_through():
 
 
 def test_eval_only_without_weights_errors(tmp_path):
-    cfg_file = write_cfg(tiny_mask_rcnn_cfg(tmp_path / "out", "toy_train", None), tmp_path / "c.yaml")
+    cfg_file = write_cfg(
+        tiny_mask_rcnn_cfg(tmp_path / "out", "toy_train", None), tmp_path / "c.yaml"
+    )
     args = _args("--config-file", cfg_file, "--eval-only")
     with pytest.raises(ValueError, match="--eval-only needs trained weights.*MODEL.WEIGHTS"):
         train_net.main(args)
 
 
 def test_eval_only_with_wrong_weights_errors(tmp_path):
-    cfg_file = write_cfg(tiny_mask_rcnn_cfg(tmp_path / "out", "toy_train", None), tmp_path / "c.yaml")
+    cfg_file = write_cfg(
+        tiny_mask_rcnn_cfg(tmp_path / "out", "toy_train", None), tmp_path / "c.yaml"
+    )
     weights = tmp_path / "other.pth"
     torch.save({"head.weight": torch.zeros(3), "head.bias": torch.zeros(3)}, weights)
     args = _args("--config-file", cfg_file, "--eval-only", "MODEL.WEIGHTS", str(weights))

@@ -52,7 +52,7 @@ def test_two_cpu_processes_train_identical_replicas(tmp_path):
     # what rank 0 checkpointed at the end is what both replicas hold
     final = torch.load(tmp_path / "out" / "model_final.pth", weights_only=True)["model"]
     assert all(torch.equal(final[k], a[k]) for k in final)
-    assert set(ranks[0]["results"]) == {"bbox", "segm"}  # gathered evaluation on rank 0
+    assert set(ranks[0]["results"]) == {"bbox", "segm", "boundary"}  # gathered evaluation on rank 0
 
 
 def test_launch_single_cpu_process_runs_inline():
@@ -71,3 +71,38 @@ def test_too_many_gpus_is_a_clear_error(monkeypatch):
 def test_bad_machine_rank():
     with pytest.raises(ValueError, match="--machine-rank 2"):
         launch(print, 1, num_machines=2, machine_rank=2)
+
+
+def _toy_cli_worker(argv, out_dir):
+    """What ``train_net.py <argv>`` runs in each process, then each replica's weights saved."""
+    args = default_argument_parser().parse_args(argv)
+    cfg = train_net.setup(args)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    trainer.train()
+    state = {k: v.detach().clone() for k, v in trainer.model.module.state_dict().items()}
+    torch.save({"state": state, "rank": comm.get_rank()}, f"{out_dir}/rank{comm.get_rank()}.pth")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="exercises the CPU (gloo) path")
+def test_toy_config_two_cpu_processes_identical_replicas(tmp_path):
+    """train_net.py --config-file configs/toy/mask_rcnn.yaml --num-gpus 2 SOLVER.MAX_ITER 20"""
+    argv = [
+        "--config-file",
+        "configs/toy/mask_rcnn.yaml",
+        "--num-gpus",
+        "2",
+        "SOLVER.MAX_ITER",
+        "20",
+        "DATASETS.TEST",
+        "()",
+        "OUTPUT_DIR",
+        str(tmp_path / "out"),
+    ]
+    launch(_toy_cli_worker, 2, dist_url="auto", args=(argv, str(tmp_path)))
+    a, b = (torch.load(tmp_path / f"rank{r}.pth", weights_only=True)["state"] for r in range(2))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    final = torch.load(tmp_path / "out" / "model_final.pth", weights_only=True)
+    assert final["iteration"] == 19
+    assert all(torch.equal(final["model"][k], a[k]) for k in final["model"])

@@ -114,7 +114,7 @@ def test_eval_only_reproduces_end_of_training_results(tmp_path, tiny_coco):
             ]
         )
     )
-    assert set(trained) == {"bbox", "segm"} and set(evaluated) == set(trained)
+    assert set(trained) == {"bbox", "segm", "boundary"} and set(evaluated) == set(trained)
     assert _metrics_equal(trained, evaluated)
     # The predictions themselves, not only the (possibly 0) AP of a 4-iteration model.
     assert trained_preds and json.loads(pred_file.read_text()) == trained_preds

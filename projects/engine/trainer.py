@@ -22,12 +22,13 @@ import weakref
 from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, create_ddp_model, hooks
 from detectron2.engine.train_loop import TrainerBase
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, SemSegEvaluator
+from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data.mapper_registry import build_dataset_mapper
+from ..evaluation.coco_boundary import COCOBoundaryEvaluator
 from .checkpoint import ProjectCheckpointer
 from .lr_scheduler import build_lr_scheduler
 from .optimizer import build_optimizer
@@ -193,7 +194,8 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        """Evaluators by the dataset's ``evaluator_type`` metadata: ``"coco"`` (COCOEvaluator),
+        """Evaluators by the dataset's ``evaluator_type`` metadata: ``"coco"`` (COCOEvaluator, with
+        boundary AP beside mask AP unless ``TEST.BOUNDARY_EVAL.ENABLED`` is off),
         ``"sem_seg"`` (SemSegEvaluator), or a list/``+``-joined string of both.
 
         Results go to ``OUTPUT_DIR/inference/<dataset_name>``.
@@ -209,7 +211,9 @@ class Trainer(DefaultTrainer):
         evaluators = []
         for k in (k.strip() for k in kinds):
             if k == "coco":
-                evaluators.append(COCOEvaluator(dataset_name, output_dir=output_folder))
+                evaluators.append(
+                    COCOBoundaryEvaluator.from_config(cfg, dataset_name, output_dir=output_folder)
+                )
             elif k == "sem_seg":
                 evaluators.append(SemSegEvaluator(dataset_name, output_dir=output_folder))
         if not evaluators:

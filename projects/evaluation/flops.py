@@ -5,6 +5,7 @@ caffe2 at module level and fails on any current PyTorch. The adapter here does w
 ``TracingAdapter`` did for FLOP counting: it turns the model's ``list[dict] -> list[dict]``
 interface into ``Tensor -> tuple[Tensor]`` so that fvcore can trace it.
 """
+
 import logging
 
 import torch
@@ -12,6 +13,8 @@ from fvcore.nn import FlopCountAnalysis
 from torch import nn
 
 from detectron2.structures import Boxes, Instances
+
+from .flop_handles import EXTRA_FLOP_HANDLES
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +74,9 @@ def count_flops(model, image, extra_handles=None):
     Args:
         model (nn.Module): a Detectron2 model (it is put in eval mode).
         image (Tensor): (C, H, W) image in the model's input format.
-        extra_handles (dict[str, callable] or None): fvcore op handles for ops it does not know.
+        extra_handles (dict[str, callable] or None): fvcore op handles, added to (and overriding)
+            :data:`~projects.evaluation.flop_handles.EXTRA_FLOP_HANDLES` (deformable conv,
+            RoIAlign, grid_sample).
 
     Returns:
         fvcore.nn.FlopCountAnalysis: call ``.total()`` / ``.by_module()`` / ``.by_operator()``.
@@ -79,8 +84,7 @@ def count_flops(model, image, extra_handles=None):
     """
     model.eval()
     analysis = FlopCountAnalysis(TensorInAdapter(model), (image,))
-    if extra_handles:
-        analysis.set_op_handle(**extra_handles)
+    analysis.set_op_handle(**{**EXTRA_FLOP_HANDLES, **(extra_handles or {})})
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     with torch.no_grad():
         analysis.total()  # trace now, so errors surface here

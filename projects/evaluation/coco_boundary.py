@@ -1,0 +1,322 @@
+"""Boundary AP beside mask AP: a :class:`COCOEvaluator` that also reports the ``"boundary"`` task.
+
+Boundary AP is COCO mask AP with the IoU of every (detection, ground truth) pair replaced by
+``min(mask IoU, boundary IoU)`` (see :mod:`projects.evaluation.boundary`). Matching, crowd
+handling, area ranges (by mask area) and the AP computation are COCO's.
+"""
+
+import contextlib
+import io
+import itertools
+import logging
+
+import numpy as np
+from detectron2.config import CfgNode
+from detectron2.evaluation import COCOEvaluator
+from detectron2.evaluation.fast_eval_api import COCOeval_opt
+from detectron2.utils.logger import create_small_table
+from pycocotools.cocoeval import COCOeval
+from tabulate import tabulate
+
+from .boundary import boundary_rle, dilation_radius, pairwise_boundary_iou
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "BoundaryCOCOeval",
+    "BoundaryCOCOevalOpt",
+    "COCOBoundaryEvaluator",
+    "evaluate_boundary_on_coco",
+    "coco_eval_stats",
+]
+
+BOUNDARY_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+_KNOWN_TASKS = ("bbox", "segm", "keypoints", "boundary")
+
+
+class _BoundaryIoUMixin:
+    """``computeIoU`` giving ``min(mask IoU, boundary IoU)``; runs COCOeval's ``"segm"`` path.
+
+    Ground-truth boundaries are kept in ``gt_boundary_cache`` keyed by
+    ``(annotation id, dilation_ratio)``, so a cache shared across evaluations of the same
+    ground truth computes each of them once.
+    """
+
+    def __init__(self, coco_gt, coco_dt, dilation_ratio=0.02, gt_boundary_cache=None):
+        super().__init__(coco_gt, coco_dt, "segm")
+        dilation_radius(1, 1, dilation_ratio)  # validates the ratio
+        self.dilation_ratio = float(dilation_ratio)
+        self.gt_boundary_cache = {} if gt_boundary_cache is None else gt_boundary_cache
+
+    def _gt_boundary(self, gt):
+        key = (gt["id"], self.dilation_ratio)
+        rle = self.gt_boundary_cache.get(key)
+        if rle is None:
+            rle = boundary_rle(gt["segmentation"], self.dilation_ratio)
+            self.gt_boundary_cache[key] = rle
+        return rle
+
+    def computeIoU(self, imgId, catId):  # noqa: N802,N803 (pycocotools' names)
+        p = self.params
+        if p.useCats:
+            gts, dts = self._gts[imgId, catId], self._dts[imgId, catId]
+        else:
+            gts = [g for c in p.catIds for g in self._gts[imgId, c]]
+            dts = [d for c in p.catIds for d in self._dts[imgId, c]]
+        if len(gts) == 0 or len(dts) == 0:
+            return []
+        order = np.argsort([-d["score"] for d in dts], kind="mergesort")
+        dts = [dts[i] for i in order[: p.maxDets[-1]]]
+        iscrowd = [int(g["iscrowd"]) for g in gts]
+        gt_boundaries = [None if c else self._gt_boundary(g) for g, c in zip(gts, iscrowd)]
+        return pairwise_boundary_iou(
+            [d["segmentation"] for d in dts],
+            [g["segmentation"] for g in gts],
+            iscrowd,
+            self.dilation_ratio,
+            gt_boundaries=gt_boundaries,
+        )
+
+
+class BoundaryCOCOeval(_BoundaryIoUMixin, COCOeval):
+    """pycocotools' COCOeval (official matching and accumulation) computing boundary AP."""
+
+
+class BoundaryCOCOevalOpt(_BoundaryIoUMixin, COCOeval_opt):
+    """Detectron2's fast COCOeval (compiled matching and accumulation) computing boundary AP."""
+
+
+def evaluate_boundary_on_coco(
+    coco_gt,
+    coco_results,
+    *,
+    dilation_ratio=0.02,
+    use_fast_impl=True,
+    img_ids=None,
+    max_dets_per_image=None,
+    gt_boundary_cache=None,
+):
+    """Run the boundary-AP COCO evaluation of COCO-format mask results.
+
+    Args:
+        coco_gt (COCO): ground truth.
+        coco_results (list[dict]): non-empty COCO results with ``image_id``, ``category_id``
+            (dataset ids), ``score`` and RLE ``segmentation``. Not modified.
+        dilation_ratio (float): boundary width as a fraction of the image diagonal.
+        use_fast_impl (bool): Detectron2's fast matching instead of pycocotools'.
+        img_ids (list[int] or None): images to evaluate; all by default.
+        max_dets_per_image (list[int] or None): COCOeval ``maxDets`` (at least 3, AP uses the
+            last); ``[1, 10, 100]`` by default.
+        gt_boundary_cache (dict or None): ground-truth boundary cache to reuse across calls.
+
+    Returns:
+        COCOeval: evaluated and accumulated; read its numbers with :func:`coco_eval_stats`.
+    """
+    if len(coco_results) == 0:
+        raise ValueError("evaluate_boundary_on_coco needs at least one result")
+    results = []
+    for r in coco_results:
+        if "segmentation" not in r:
+            raise ValueError(
+                f"boundary AP needs predicted masks, but a result of image {r.get('image_id')} "
+                "has no 'segmentation'"
+            )
+        # Without a box, loadRes takes the mask area, so area ranges follow masks (as segm AP).
+        results.append({k: v for k, v in r.items() if k != "bbox"})
+    if max_dets_per_image is None:
+        max_dets_per_image = [1, 10, 100]
+    if len(max_dets_per_image) < 3:
+        raise ValueError(f"max_dets_per_image needs at least 3 values, got {max_dets_per_image}")
+    eval_cls = BoundaryCOCOevalOpt if use_fast_impl else BoundaryCOCOeval
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco_dt = coco_gt.loadRes(results)
+        coco_eval = eval_cls(coco_gt, coco_dt, dilation_ratio, gt_boundary_cache)
+        coco_eval.params.maxDets = list(max_dets_per_image)
+        if img_ids is not None:
+            coco_eval.params.imgIds = img_ids
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+    return coco_eval
+
+
+def coco_eval_stats(coco_eval):
+    """COCO's AP, AP50, AP75, APs, APm, APl of an accumulated COCOeval, at its largest maxDets.
+
+    The same averages as ``COCOeval.summarize`` (without printing): the mean of the valid
+    (> -1) precisions; -1 where nothing is valid.
+
+    Returns:
+        dict[str, float]: metric name -> value in [0, 1] or -1.
+    """
+    p = coco_eval.params
+    precision = coco_eval.eval["precision"]  # (T iou thresholds, R recalls, K, A areas, M dets)
+
+    def mean_valid(s):
+        s = s[s > -1]
+        return float(np.mean(s)) if s.size else -1.0
+
+    def area(label):
+        return p.areaRngLbl.index(label)
+
+    t50 = np.flatnonzero(np.isclose(p.iouThrs, 0.5))
+    t75 = np.flatnonzero(np.isclose(p.iouThrs, 0.75))
+    return {
+        "AP": mean_valid(precision[:, :, :, area("all"), -1]),
+        "AP50": mean_valid(precision[t50][:, :, :, area("all"), -1]),
+        "AP75": mean_valid(precision[t75][:, :, :, area("all"), -1]),
+        "APs": mean_valid(precision[:, :, :, area("small"), -1]),
+        "APm": mean_valid(precision[:, :, :, area("medium"), -1]),
+        "APl": mean_valid(precision[:, :, :, area("large"), -1]),
+    }
+
+
+class COCOBoundaryEvaluator(COCOEvaluator):
+    """:class:`COCOEvaluator` that also reports boundary AP as the task ``"boundary"``.
+
+    The results hold ``"boundary"`` (``AP``, ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl`` and
+    ``AP-<class>``, in percent, NaN where not computable) next to ``"bbox"`` and ``"segm"``
+    whenever mask AP is evaluated. Boundary AP is computed in the parent's ``_eval_predictions``
+    hook, i.e. on the main process after the parent's ``evaluate`` gathered the predictions of
+    every rank; other ranks return ``{}`` as the parent does. Ground-truth boundaries are cached
+    on the evaluator, so periodic evaluation computes them once.
+    """
+
+    def __init__(
+        self,
+        dataset_name,
+        tasks=None,
+        distributed=True,
+        output_dir=None,
+        *,
+        boundary=True,
+        dilation_ratio=0.02,
+        **kwargs,
+    ):
+        """
+        Args:
+            dataset_name, distributed, output_dir, kwargs: as :class:`COCOEvaluator`
+                (``max_dets_per_image``, ``use_fast_impl``, ``kpt_oks_sigmas``).
+            tasks (tuple[str] or None): as :class:`COCOEvaluator`, and ``"boundary"`` may be
+                listed (it implies ``boundary=True``; ``"segm"`` is then evaluated as well if no
+                other task is listed). By default tasks are inferred from the predictions and
+                boundary AP is reported when they carry masks.
+            boundary (bool): report boundary AP alongside mask AP.
+            dilation_ratio (float): boundary width as a fraction of the image diagonal.
+        """
+        dilation_radius(1, 1, dilation_ratio)  # validates the ratio early
+        parent_tasks, requested = tasks, False
+        if tasks is not None and not isinstance(tasks, CfgNode):
+            tasks = tuple(tasks)
+            unknown = sorted(set(tasks) - set(_KNOWN_TASKS))
+            if unknown:
+                raise ValueError(f"unknown evaluation tasks {unknown}; known: {_KNOWN_TASKS}")
+            boundary = bool(boundary) or "boundary" in tasks
+            requested = "boundary" in tasks or "segm" in tasks
+            parent_tasks = tuple(t for t in tasks if t != "boundary") or ("segm",)
+        super().__init__(dataset_name, parent_tasks, distributed, output_dir, **kwargs)
+        self._boundary = bool(boundary)
+        self._boundary_requested = requested
+        self._dilation_ratio = float(dilation_ratio)
+        self._gt_boundary_cache = {}
+
+    @classmethod
+    def from_config(cls, cfg, dataset_name, output_dir=None, distributed=True, **kwargs):
+        """Build from ``cfg.TEST.BOUNDARY_EVAL`` (see
+        :func:`projects.evaluation.config.add_evaluation_config`); ``kwargs`` go to ``__init__``."""
+        node = cfg.TEST.get("BOUNDARY_EVAL")
+        if node is None:
+            raise KeyError(
+                "cfg.TEST.BOUNDARY_EVAL is missing: add it with "
+                "projects.evaluation.config.add_evaluation_config(cfg) before merging a file"
+            )
+        return cls(
+            dataset_name,
+            distributed=distributed,
+            output_dir=output_dir,
+            boundary=node.ENABLED,
+            dilation_ratio=node.DILATION_RATIO,
+            **kwargs,
+        )
+
+    @property
+    def dilation_ratio(self):
+        """Boundary width as a fraction of the image diagonal."""
+        return self._dilation_ratio
+
+    def _eval_predictions(self, predictions, img_ids=None):
+        """Evaluate the parent's tasks, then boundary AP (main process, gathered predictions)."""
+        # Shallow copies taken before the parent maps category ids back in place.
+        results = [dict(r) for p in predictions for r in p["instances"]]
+        super()._eval_predictions(predictions, img_ids=img_ids)
+        if not self._boundary or not self._do_evaluation:
+            return
+        if self._tasks is None:
+            if not any("segmentation" in r for r in results):
+                return  # no masks predicted: the parent infers box AP only
+        elif not self._boundary_requested:
+            return
+        self._unmap_category_ids(results)
+        if len(results) == 0:
+            coco_eval = None  # pycocotools cannot load empty results (the parent reports NaN)
+        else:
+            logger.info(f"Evaluating boundary AP (dilation ratio {self._dilation_ratio}) ...")
+            coco_eval = evaluate_boundary_on_coco(
+                self._coco_api,
+                results,
+                dilation_ratio=self._dilation_ratio,
+                use_fast_impl=self._use_fast_impl,
+                img_ids=img_ids,
+                max_dets_per_image=self._max_dets_per_image,
+                gt_boundary_cache=self._gt_boundary_cache,
+            )
+        self._results["boundary"] = self._boundary_results(
+            coco_eval, self._metadata.get("thing_classes")
+        )
+
+    def _unmap_category_ids(self, results):
+        """Contiguous model class ids -> dataset category ids, in place."""
+        mapping = getattr(self._metadata, "thing_dataset_id_to_contiguous_id", None)
+        if mapping is None:
+            return
+        reverse = {v: k for k, v in mapping.items()}
+        for r in results:
+            if r["category_id"] not in reverse:
+                raise ValueError(
+                    f"a prediction of image {r['image_id']} has class {r['category_id']}, but "
+                    f"dataset {self._metadata.name!r} has classes 0..{len(reverse) - 1}"
+                )
+            r["category_id"] = reverse[r["category_id"]]
+
+    def _boundary_results(self, coco_eval, class_names=None):
+        """Percent metrics (NaN where not computable) and per-class AP of the boundary run."""
+        if coco_eval is None:
+            logger.warning("No predictions from the model: boundary AP is NaN")
+            return {m: float("nan") for m in BOUNDARY_METRICS}
+        stats = coco_eval_stats(coco_eval)
+        results = {m: stats[m] * 100 if stats[m] >= 0 else float("nan") for m in BOUNDARY_METRICS}
+        logger.info("Evaluation results for boundary: \n" + create_small_table(results))
+        if class_names is None or len(class_names) <= 1:
+            return results
+        precision = coco_eval.eval["precision"]
+        if precision.shape[2] != len(class_names):
+            raise ValueError(
+                f"{len(class_names)} thing_classes in the metadata of {self._metadata.name!r} "
+                f"but {precision.shape[2]} categories in its COCO json"
+            )
+        per_class = []
+        for k, name in enumerate(class_names):
+            p = precision[:, :, k, 0, -1]
+            p = p[p > -1]
+            per_class.append((name, float(np.mean(p) * 100) if p.size else float("nan")))
+        cols = min(6, 2 * len(per_class))
+        flat = list(itertools.chain(*per_class))
+        table = tabulate(
+            itertools.zip_longest(*[flat[i::cols] for i in range(cols)]),
+            tablefmt="pipe",
+            floatfmt=".3f",
+            headers=["category", "AP"] * (cols // 2),
+            numalign="left",
+        )
+        logger.info("Per-category boundary AP: \n" + table)
+        results.update({f"AP-{name}": ap for name, ap in per_class})
+        return results

@@ -1,0 +1,17 @@
+"""Config keys of the evaluation (boundary AP)."""
+
+from detectron2.config import CfgNode as CN
+
+
+def add_evaluation_config(cfg):
+    """Add the evaluation keys to ``cfg`` in place (under ``cfg.TEST.BOUNDARY_EVAL`` only).
+
+    Read by :meth:`projects.evaluation.coco_boundary.COCOBoundaryEvaluator.from_config`:
+
+    * ``TEST.BOUNDARY_EVAL.ENABLED``: report boundary AP (task ``"boundary"``) beside mask AP.
+    * ``TEST.BOUNDARY_EVAL.DILATION_RATIO``: boundary width as a fraction of the image diagonal
+      (0.02 in the Boundary IoU paper for COCO); the width is at least one pixel.
+    """
+    cfg.TEST.BOUNDARY_EVAL = CN()
+    cfg.TEST.BOUNDARY_EVAL.ENABLED = True
+    cfg.TEST.BOUNDARY_EVAL.DILATION_RATIO = 0.02
