@@ -10,7 +10,7 @@
 PYTHON ?= python3
 ENV_PYTHON = $(shell $(PYTHON) tools/setup_env.py --print-python)
 PYTEST_ARGS ?=
-RUN_CONFIG ?= configs/toy/mask_rcnn.yaml
+RUN_CONFIG ?= configs/toy/pointrend.yaml
 RUN_OUTPUT ?= output/run
 
 .PHONY: setup test test-unit test-slow run lint clean help
@@ -36,7 +36,7 @@ test-slow: setup
 
 run: setup
 	$(ENV_PYTHON) train_net.py --config-file $(RUN_CONFIG) OUTPUT_DIR $(RUN_OUTPUT)
-	$(ENV_PYTHON) demo.py --config-file $(RUN_CONFIG) --input datasets/toy/val/images \
+	$(ENV_PYTHON) demo.py --config-file $(RUN_CONFIG) --input $${DETECTRON2_DATASETS:-datasets}/toy/val/images \
 		--output $(RUN_OUTPUT)/demo --max-inputs 8 --opts MODEL.WEIGHTS $(RUN_OUTPUT)/model_final.pth
 
 lint: setup

@@ -20,11 +20,12 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
 from .benchmark_measure import (
+    calibrate_random_norms,
     count_flops_over_images,
     load_images,
     matmul_rate,
@@ -104,6 +105,7 @@ class BenchmarkSettings:
     opts: Tuple[str, ...] = ()
     matmul_size: int = 2048
     seed: int = 0
+    calibrate_random: bool = True  # see benchmark_measure.calibrate_random_norms
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -235,7 +237,7 @@ def _measure(
         params=sum(p.numel() for p in model.parameters()),
     )
     images = None
-    if {"flops", "latency", "mask_head"} - set(settings.skip):
+    if {"flops", "latency", "mask_head"} - set(settings.skip) or settings.calibrate_random:
         try:
             count = max(1, settings.flop_images)
             images, row["images"] = load_images(
@@ -243,6 +245,14 @@ def _measure(
             )
         except Exception as e:
             row["errors"]["images"] = _error(e)
+    if images and not spec.weights and settings.calibrate_random:
+        progress(f"{spec.label}: calibrate random norms (one inference)")
+        try:
+            row["calibrated_norms"] = calibrate_random_norms(model, images[0])
+            row["weights"] = "random (norm-calibrated)" if row["calibrated_norms"] else "random"
+        except Exception as e:
+            logger.exception("calibrating %s failed", spec.label)
+            row["errors"]["calibrate"] = _error(e)
     if images and "flops" not in settings.skip:
         try:
             row["flops"] = count_flops_over_images(

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "PeakMemory",
+    "calibrate_random_norms",
     "count_flops_over_images",
     "load_images",
     "matmul_rate",
@@ -102,6 +103,48 @@ def load_images(
 
 def _inputs(image: torch.Tensor) -> List[dict]:
     return [{"image": image, "height": image.shape[-2], "width": image.shape[-1]}]
+
+
+@torch.no_grad()
+def calibrate_random_norms(model: torch.nn.Module, image: torch.Tensor) -> int:
+    """Rescale the affine parameters of every frozen / eval-mode batch norm of a randomly
+    initialised ``model`` so that its output has unit standard deviation on ``image``.
+
+    A random ResNet with identity frozen batch norms has activations that grow by orders of
+    magnitude with depth; its RPN then decodes every anchor to the whole image and NMS leaves a
+    couple of proposals, so the ROI heads do a fraction of their real work. Calibrated (the
+    compute is unchanged: only ``weight`` and ``bias`` are divided by the observed std, in one
+    inference pass, in execution order), the model yields the configured number of proposals and
+    detections as a trained one does. Do not use it on trained weights.
+
+    Returns:
+        int: the number of norm layers rescaled.
+    """
+    from detectron2.layers import FrozenBatchNorm2d
+
+    def hook(module, inputs, output):
+        std = float(output.float().std())
+        if not math.isfinite(std) or std <= 0:
+            return None
+        module.weight.div_(std)
+        module.bias.div_(std)
+        return output / std
+
+    handles = []
+    for module in model.modules():
+        frozen = isinstance(module, FrozenBatchNorm2d)
+        batch_norm = isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+        if (frozen or batch_norm) and getattr(module, "weight", None) is not None:
+            handles.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        model(_inputs(image.to(next(model.parameters()).device)))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return len(handles)
 
 
 def count_flops_over_images(

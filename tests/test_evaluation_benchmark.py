@@ -1,0 +1,303 @@
+"""The benchmark tool (tools/benchmark.py, projects/evaluation/benchmark*.py) and its FLOP handles.
+
+Timings are never asserted: only that they are measured, reported and combined consistently.
+"""
+
+import importlib.util
+import json
+import os
+import sys
+
+import pytest
+import torch
+from detectron2.layers import DeformConv, ModulatedDeformConv
+from fvcore.nn import FlopCountAnalysis
+from torch import nn
+from torch.nn import functional as F
+from torchvision.ops import roi_align
+
+import projects.compat  # noqa: F401  (portable detectron2._C)
+from projects.evaluation import benchmark as bench
+from projects.evaluation.benchmark_measure import calibrate_random_norms, load_images, summarize
+from projects.evaluation.benchmark_report import TABLE_COLUMNS
+from projects.evaluation.flop_handles import EXTRA_FLOP_HANDLES
+from projects.evaluation.mask_head_flops import conv_mask_head_flops, point_rend_mask_head_flops
+
+sys.path.insert(0, os.path.dirname(__file__))
+from pointrend_fixtures import instance_cfg  # noqa: E402
+from tiny_coco import register_tiny_coco, tiny_mask_rcnn_cfg, write_cfg, write_tiny_coco  # noqa
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location(
+    "tools_benchmark", os.path.join(REPO, "tools", "benchmark.py")
+)
+benchmark_tool = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(benchmark_tool)
+SIZE = "48x64"
+
+
+def _flops(module, *inputs):
+    analysis = FlopCountAnalysis(module, inputs).set_op_handle(**EXTRA_FLOP_HANDLES)
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    return analysis.total()
+
+
+# ---------------------------------------------------------------- FLOP handles
+def test_conv_flops_exact():
+    conv = nn.Conv2d(3, 8, kernel_size=3, stride=2, padding=1)
+    x = torch.rand(2, 3, 10, 12)
+    out_h, out_w = 5, 6  # (10 + 2 - 3) // 2 + 1, (12 + 2 - 3) // 2 + 1
+    assert _flops(conv, x) == 2 * 8 * out_h * out_w * 3 * 3 * 3
+
+
+class _Deform(nn.Module):
+    def __init__(self, modulated, stride=1):
+        super().__init__()
+        cls = ModulatedDeformConv if modulated else DeformConv
+        self.conv = cls(4, 8, 3, stride=stride, padding=1, bias=False)
+        self.modulated = modulated
+
+    def forward(self, x, offset, mask):
+        if self.modulated:
+            return self.conv(x, offset, mask)
+        return self.conv(x, offset)
+
+
+@pytest.mark.parametrize("modulated", [False, True])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_deform_conv_handle_is_plain_conv_plus_sampling(modulated, stride):
+    x = torch.rand(1, 4, 10, 12)
+    plain = nn.Conv2d(4, 8, 3, stride=stride, padding=1, bias=False)
+    out_h, out_w = plain(x).shape[-2:]
+    offset = torch.rand(1, 18, out_h, out_w)
+    mask = torch.rand(1, 9, out_h, out_w)
+    sampled = out_h * out_w * 4 * 3 * 3  # every input value each output position reads
+    expected = _flops(plain, x) + sampled * (4 + int(modulated))
+    assert _flops(_Deform(modulated, stride), x, offset, mask) == expected
+
+
+def test_grid_sample_and_roi_align_handles():
+    x = torch.rand(1, 5, 9, 11)
+    grid = torch.rand(1, 4, 6, 2) * 2 - 1
+
+    class Sample(nn.Module):
+        def forward(self, x, grid):
+            return F.grid_sample(x, grid, align_corners=False)
+
+    assert _flops(Sample(), x, grid) == 5 * 4 * 6 * 4  # 4 bilinear taps per output value
+
+    rois = torch.tensor([[0, 1.0, 1.0, 8.0, 7.0], [0, 0.0, 2.0, 5.0, 9.0]])
+
+    class Pool(nn.Module):
+        def __init__(self, ratio):
+            super().__init__()
+            self.ratio = ratio
+
+        def forward(self, x, rois):
+            return roi_align(x, rois, (7, 7), 0.5, self.ratio, True)
+
+    assert _flops(Pool(3), x, rois) == 2 * 5 * 7 * 7 * (3 * 3) * 4
+    assert _flops(Pool(0), x, rois) == 2 * 5 * 7 * 7 * (2 * 2) * 4  # adaptive: 2 x 2 assumed
+
+
+# ---------------------------------------------------------------- mask-head FLOPs
+def test_point_rend_mask_head_flops_per_box():
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(0)
+    model = build_model(instance_cfg()).eval()
+    result = point_rend_mask_head_flops(model, torch.rand(3, 64, 96) * 255)
+    head = model.roi_heads.mask_head
+    per_point = sum(
+        m.in_channels * m.out_channels
+        for m in head.point_head.modules()
+        if isinstance(m, nn.Conv1d)
+    )
+    evaluations = head.subdivision_init_resolution**2 + (
+        head.subdivision_steps * head.subdivision_num_points
+    )
+    assert result["point_evaluations"] == evaluations
+    assert result["point_head"] * 1e9 == pytest.approx(evaluations * per_point)
+    assert result["output_side"] == head.subdivision_init_resolution * 2**head.subdivision_steps
+    assert result["coarse_head"] > 0 and result["sampling"] > 0
+    parts = result["coarse_head"] + result["point_head"] + result["sampling"]
+    assert parts == pytest.approx(result["gflops_per_box"])
+
+
+def test_conv_mask_head_flops_exact():
+    c_in, dim, classes, side = 4, 8, 3, 16
+    result = conv_mask_head_flops(c_in, classes, conv_dim=dim, num_conv=1, output_side=side)
+    half = side // 2
+    convs = c_in * dim * 9 * half * half
+    deconv = half * half * dim * dim * 2 * 2  # per input position, a 2x2 kernel per channel pair
+    predictor = dim * classes * side * side
+    assert result["output_side"] == side
+    assert result["gflops_per_box"] * 1e9 == pytest.approx(convs + deconv + predictor)
+
+
+# ---------------------------------------------------------------- random-weight calibration
+def test_calibrated_random_norms_output_unit_std(tmp_path):
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(0)
+    model = build_model(tiny_mask_rcnn_cfg(tmp_path, "toy_train", "", norm="BN"))
+    image = torch.rand(3, 48, 64) * 255
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert calibrate_random_norms(model, image) == len(norms) > 0
+    assert model.training  # the mode it had is restored
+    model.eval()
+    stds = []
+    handles = [m.register_forward_hook(lambda m, i, o: stds.append(float(o.std()))) for m in norms]
+    with torch.no_grad():
+        model([{"image": image, "height": 48, "width": 64}])
+    for handle in handles:
+        handle.remove()
+    assert len(stds) == len(norms)
+    assert stds == pytest.approx([1.0] * len(norms), rel=1e-3)
+
+
+# ---------------------------------------------------------------- helpers
+def test_parse_size_and_summary():
+    assert bench.parse_size("800x1333") == (800, 1333)
+    with pytest.raises(ValueError, match="800-1333"):
+        bench.parse_size("800-1333")
+    stats = summarize([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert stats["median"] == 3.0 and stats["min"] == 1.0 and stats["max"] == 100.0
+    assert stats["p10"] <= stats["p25"] <= stats["median"] <= stats["p75"] <= stats["p90"]
+
+
+def test_default_configs_are_paper_configs_and_yardstick():
+    specs = bench.default_config_specs(os.path.join(REPO, "configs"))
+    assert specs[0].yardstick and specs[0].path == bench.YARDSTICK_CONFIG
+    labels = [s.label for s in specs]
+    assert "PointRend/pointrend_rcnn_R_50_FPN_3x_coco" in labels
+    assert not any(label.startswith("toy/") for label in labels)
+    assert os.path.isfile(bench.resolve_config_path(bench.YARDSTICK_CONFIG))
+
+
+def test_load_images_resizes_dataset_images(tmp_path):
+    json_path, image_dir = write_tiny_coco(tmp_path, num_images=2)
+    name = register_tiny_coco("bench_tiny_images", json_path, image_dir)
+    images, text = load_images(3, (40, 50), "BGR", name)
+    assert len(images) == 3 and all(im.shape == (3, 40, 50) for im in images)
+    assert torch.equal(images[0], images[2])  # 2 images, cycled
+    assert float(images[0].max()) <= 255 and float(images[0].std()) > 0
+    assert name in text
+
+
+# ---------------------------------------------------------------- the tool, end to end
+@pytest.fixture(scope="module")
+def configs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench_configs")
+    mrcnn = write_cfg(tiny_mask_rcnn_cfg(root, "toy_train", ""), root / "tiny_mrcnn.yaml")
+    pointrend_cfg = instance_cfg()
+    pointrend = write_cfg(pointrend_cfg, root / "tiny_pointrend.yaml")
+    broken = root / "broken.yaml"
+    broken.write_text('MODEL:\n  META_ARCHITECTURE: "NoSuchArchitecture"\n')
+    from detectron2.modeling import build_model
+
+    weights = root / "pointrend.pth"
+    torch.save({"model": build_model(pointrend_cfg).state_dict()}, weights)
+    return {"mrcnn": mrcnn, "pointrend": pointrend, "broken": str(broken), "weights": weights}
+
+
+def _argv(configs, out, *extra):
+    return [
+        "--configs", configs["pointrend"], configs["broken"],
+        "--yardstick", configs["mrcnn"],
+        "--size", SIZE, "--random-images", "--flop-images", "2",
+        "--warmup", "0", "--runs", "2", "--train-warmup", "0", "--train-runs", "1",
+        "--detections", "5", "--matmul-size", "64", "--device", "cpu",
+        "--output-dir", str(out), *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(configs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench_out")
+    weights = f"tiny_pointrend.yaml={configs['weights']}"
+    code = benchmark_tool.main(_argv(configs, out, "--weights", weights))
+    with open(out / "benchmark.json") as f:
+        return code, out, json.load(f)
+
+
+def test_tool_writes_table_json_png_with_all_columns(run, capsys):
+    code, out, document = run
+    assert code == 0 and document["complete"]
+    markdown = (out / "benchmark.md").read_text()
+    header = next(line for line in markdown.splitlines() if line.startswith("| config"))
+    assert [c.strip() for c in header.strip("|").split("|")] == TABLE_COLUMNS
+    assert "AMD" in markdown or document["machine"]["cpu"] in markdown
+    assert document["machine"]["detectron2"] in markdown and "torch" in markdown
+    with open(out / "benchmark.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    labels = [row["label"] for row in document["rows"]]
+    assert len(labels) == 3 and document["rows"][0]["yardstick"]
+    table_rows = [line for line in markdown.splitlines() if line.startswith("| ")][1:]
+    assert len(table_rows) == 3
+    assert all(len(line.strip("|").split("|")) == len(TABLE_COLUMNS) for line in table_rows)
+
+
+def test_tool_rows_hold_every_measurement(run):
+    _, _, document = run
+    yard, pointrend, _ = document["rows"]
+    for row in (yard, pointrend):
+        assert row["errors"] == {}, row["errors"]
+        assert row["params"] > 0 and row["input_size"] == [48, 64]
+        assert row["flops"]["gflops"]["n"] == 2 and row["flops"]["gflops"]["mean"] > 0
+        assert row["inference"]["latency_ms"]["n"] == 2
+        assert row["train"]["step_ms"]["n"] == 1 and row["train"]["peak_mem_mb"] >= 0
+        assert row["detection_overrides"]["TEST.DETECTIONS_PER_IMAGE"] == 5
+        assert row["detection_overrides"]["MODEL.ROI_HEADS.SCORE_THRESH_TEST"] == 0.0
+        assert row["inference"]["detections"] <= 5
+        latency_s = row["inference"]["latency_ms"]["median"] / 1e3
+        assert row["achieved_gflops_per_s"] == pytest.approx(
+            row["flops"]["gflops"]["mean"] / latency_s
+        )
+        ceiling = document["matmul"]["gflops_per_s"]
+        assert row["ceiling_fraction"] == pytest.approx(row["achieved_gflops_per_s"] / ceiling)
+    assert yard["latency_ratio"] == pytest.approx(1.0)
+    assert pointrend["latency_ratio"] == pytest.approx(
+        pointrend["inference"]["latency_ms"]["median"] / yard["inference"]["latency_ms"]["median"]
+    )
+    assert yard["weights"] == "random (norm-calibrated)" and pointrend["weights"].endswith(
+        "pointrend.pth"
+    )
+    assert "mask_head_flops" not in yard  # a plain Mask R-CNN head
+    head = pointrend["mask_head_flops"]
+    assert head["gflops_per_box"] > 0 and head["conv_head_same_output"]["gflops_per_box"] > 0
+
+
+def test_broken_config_gives_error_row_and_others_run(run):
+    _, out, document = run
+    broken = document["rows"][2]
+    assert set(broken["errors"]) == {"build"} and "NoSuchArchitecture" in broken["errors"]["build"]
+    assert "flops" not in broken and "inference" not in broken
+    assert "NoSuchArchitecture" in (out / "benchmark.md").read_text()
+
+
+def test_interrupted_run_keeps_measured_rows(configs, tmp_path, monkeypatch):
+    real_measure = bench._measure
+    calls = []
+
+    def measure_then_interrupt(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_measure(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "_measure", measure_then_interrupt)
+    argv = _argv(configs, tmp_path, "--skip", "flops", "latency", "mask_head", "train")
+    assert benchmark_tool.main(argv) == 130
+    with open(tmp_path / "benchmark.json") as f:
+        document = json.load(f)
+    assert not document["complete"]
+    assert [row["label"] for row in document["rows"]] == [bench.config_label(configs["mrcnn"])]
+    assert document["rows"][0]["params"] > 0
+    assert "(incomplete)" in (tmp_path / "benchmark.md").read_text()
+
+
+def test_weights_for_unknown_config_is_a_clear_error(configs, tmp_path):
+    argv = _argv(configs, tmp_path, "--weights", f"nosuch.yaml={configs['weights']}")
+    with pytest.raises(SystemExit, match="nosuch.yaml"):
+        benchmark_tool.main(argv)

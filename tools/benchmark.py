@@ -1,0 +1,176 @@
+#!/usr/bin/env python
+"""Benchmark the methods: parameters, FLOPs, latency, training step time and memory.
+
+python tools/benchmark.py                               # every method's paper config + Mask R-CNN
+python tools/benchmark.py --configs configs/PointRend/pointrend_rcnn_R_50_FPN_3x_coco.yaml \\
+    --weights PointRend/pointrend_rcnn_R_50_FPN_3x_coco=model.pth --size 800x1333 --runs 20
+python tools/benchmark.py --random-images --flop-images 2 --runs 3 --skip train   # quick look
+
+Writes benchmark.{md,json,png} to --output-dir (the JSON after every config, so an interrupted
+run keeps its rows) and prints the table; progress goes to stderr. See
+projects/evaluation/benchmark.py for what is measured and how.
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+from projects.evaluation.benchmark import (
+    YARDSTICK_CONFIG,
+    BenchmarkSettings,
+    ConfigSpec,
+    config_label,
+    default_config_specs,
+    parse_size,
+    run_benchmark,
+)
+from projects.evaluation.benchmark_report import markdown_report
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PHASES = ("flops", "latency", "mask_head", "train")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument(
+        "--configs",
+        nargs="+",
+        default=None,
+        help="config files (or zoo:<Detectron2 model-zoo path>); default: each method's paper "
+        "config under configs/<Method>/",
+    )
+    p.add_argument(
+        "--yardstick",
+        default=YARDSTICK_CONFIG,
+        help="config every latency is compared with (measured first); 'none' for no yardstick",
+    )
+    p.add_argument(
+        "--weights",
+        action="append",
+        default=[],
+        metavar="CFG=PATH",
+        help="weights for a config (CFG: its path, file name or table label); repeatable; "
+        "configs without weights are benchmarked with random weights",
+    )
+    p.add_argument(
+        "--size",
+        type=parse_size,
+        default=None,
+        help="input HxW for every config "
+        "(default: each config's MIN_SIZE_TEST x MAX_SIZE_TEST, 800x1333 for COCO)",
+    )
+    p.add_argument(
+        "--train-size", type=parse_size, default=None, help="training HxW (default: --size)"
+    )
+    p.add_argument(
+        "--random-images", action="store_true", help="random images instead of --dataset"
+    )
+    p.add_argument(
+        "--dataset", default="toy_val", help="registered dataset for FLOP/latency images"
+    )
+    p.add_argument("--flop-images", type=int, default=5, help="images FLOPs are averaged over")
+    p.add_argument("--warmup", type=int, default=2, help="untimed inference runs")
+    p.add_argument("--runs", type=int, default=10, help="timed inference runs")
+    p.add_argument("--train-warmup", type=int, default=1, help="untimed training steps")
+    p.add_argument("--train-runs", type=int, default=3, help="timed training steps")
+    p.add_argument("--train-batch", type=int, default=2, help="synthetic images per training step")
+    p.add_argument(
+        "--detections",
+        type=int,
+        default=100,
+        help="TEST.DETECTIONS_PER_IMAGE (score "
+        "thresholds set to 0 so that every model yields this many)",
+    )
+    p.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
+    p.add_argument(
+        "--mask-head-flops",
+        action="store_true",
+        help="require the per-box mask-head "
+        "FLOPs (always measured for PointRend's RenderMaskHead)",
+    )
+    p.add_argument("--skip", nargs="*", default=[], choices=PHASES, help="phases to skip")
+    p.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n matmul ceiling")
+    p.add_argument("--output-dir", default="output/benchmark", help="where benchmark.* go")
+    p.add_argument(
+        "--opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="KEY VALUE overrides for " "every config",
+    )
+    return p
+
+
+def _specs(args):
+    if args.configs:
+        specs = [ConfigSpec(path) for path in args.configs]
+    else:
+        specs = default_config_specs(os.path.join(REPO, "configs"), yardstick=False)
+    if args.yardstick.lower() != "none":
+        matches = [s for s in specs if args.yardstick in (s.path, s.label)]
+        if matches:
+            matches[0].yardstick = True
+            specs.remove(matches[0])
+            specs.insert(0, matches[0])
+        else:
+            specs.insert(0, ConfigSpec(args.yardstick, yardstick=True))
+    for item in args.weights:
+        key, sep, path = item.partition("=")
+        if not sep or not path:
+            raise SystemExit(f"--weights {item!r}: expected CFG=PATH")
+        if not os.path.isfile(path):
+            raise SystemExit(f"--weights {item!r}: file {path!r} does not exist")
+        found = [
+            s
+            for s in specs
+            if key in (s.path, s.label, os.path.basename(s.path), config_label(key))
+        ]
+        if not found:
+            raise SystemExit(
+                f"--weights {item!r}: {key!r} names none of the configs {[s.label for s in specs]}"
+            )
+        for spec in found:
+            spec.weights = path
+    return specs
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    for name in ("flop_images", "runs", "train_runs", "train_batch", "detections"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    settings = BenchmarkSettings(
+        size=args.size,
+        dataset=None if args.random_images else args.dataset,
+        flop_images=args.flop_images,
+        warmup=args.warmup,
+        runs=args.runs,
+        train_warmup=args.train_warmup,
+        train_runs=args.train_runs,
+        train_batch=args.train_batch,
+        train_size=args.train_size,
+        detections=args.detections,
+        mask_head_flops=True if args.mask_head_flops else None,
+        skip=tuple(args.skip),
+        opts=tuple(args.opts),
+        matmul_size=args.matmul_size,
+    )
+    if args.device:
+        settings.device = args.device
+
+    def progress(text):
+        print(f"[benchmark] {text}", file=sys.stderr, flush=True)
+
+    try:
+        document = run_benchmark(_specs(args), settings, args.output_dir, progress)
+    except KeyboardInterrupt:
+        progress(f"interrupted: measured rows kept in {args.output_dir}/benchmark.json")
+        return 130
+    print(markdown_report(document))
+    progress(f"wrote {args.output_dir}/benchmark.{{md,json,png}}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
