@@ -21,9 +21,9 @@ def logged_loss(metrics_file, first, key="total_loss", count=2):
     return sum(r[key] for r in rows) / len(rows)
 
 
-def assert_losses_fell(metrics_file):
-    """The total loss falls by 15 % and the mask loss by a quarter over the schedule."""
-    for key, factor in (("total_loss", 0.85), ("loss_mask", 0.75)):
+def assert_losses_fell(metrics_file, factors):
+    """Each loss ``key`` ends below ``factors[key]`` times where it started."""
+    for key, factor in factors.items():
         start, end = logged_loss(metrics_file, True, key), logged_loss(metrics_file, False, key)
         assert end < factor * start, f"{key}: {start:.3f} -> {end:.3f}"
 
@@ -33,7 +33,8 @@ def test_toy_mask_rcnn_learns_past_its_bar(tmp_path_factory):
     results, output_dir = train_toy("mask_rcnn.yaml", tmp_path_factory.getbasetemp() / "learning")
     bar = bars("mask_rcnn.yaml")
     metrics = os.path.join(output_dir, "metrics.json")
-    assert_losses_fell(metrics)
+    # measured: total 2.64 -> 2.00 (x0.76), mask 0.67 -> 0.42 (x0.63)
+    assert_losses_fell(metrics, {"total_loss": 0.85, "loss_mask": 0.75})
     assert results["segm"]["AP"] >= bar["segm_AP"], results["segm"]
     assert results["bbox"]["AP"] >= bar["bbox_AP"], results["bbox"]
 

@@ -15,7 +15,8 @@ def test_toy_pointrend_learns_and_matches_the_yardstick(tmp_path_factory):
     results, output_dir = train_toy("pointrend.yaml", root)
     yardstick, _ = train_toy("mask_rcnn.yaml", root)
     metrics = os.path.join(output_dir, "metrics.json")
-    assert_losses_fell(metrics)
+    # measured: total 3.24 -> 2.55 (x0.79), coarse mask 0.61 -> 0.45 (x0.75), points x0.79
+    assert_losses_fell(metrics, {"total_loss": 0.87, "loss_mask": 0.85, "loss_mask_point": 0.87})
     bar = bars("pointrend.yaml")
     assert results["segm"]["AP"] >= bar["segm_AP"], results["segm"]
     # The paper's claim at this budget: mask AP on par with Mask R-CNN, better boundaries.
