@@ -6,7 +6,7 @@ import os
 import pytest
 
 from learning import bars, train_toy
-from test_learning_yardstick import assert_losses_fell, logged_loss
+from test_learning_yardstick import assert_losses_fell
 
 
 @pytest.mark.slow
@@ -36,7 +36,8 @@ def test_toy_semantic_pointrend_beats_semantic_fpn(tmp_path_factory):
     pointrend, output_dir = train_toy("pointrend_semseg.yaml", root)
     baseline, _ = train_toy("semantic_fpn.yaml", root)
     metrics = os.path.join(output_dir, "metrics.json")
-    start, end = logged_loss(metrics, True), logged_loss(metrics, False)
-    assert end < 0.8 * start, f"total_loss: {start:.3f} -> {end:.3f}"
+    # measured: total 3.19 -> 1.11 (x0.35)
+    assert_losses_fell(metrics, {"total_loss": 0.6})
     assert pointrend["sem_seg"]["mIoU"] >= bars("pointrend_semseg.yaml")["mIoU"]
+    assert baseline["sem_seg"]["mIoU"] >= bars("semantic_fpn.yaml")["mIoU"]
     assert pointrend["sem_seg"]["mIoU"] > baseline["sem_seg"]["mIoU"], (pointrend, baseline)
