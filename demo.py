@@ -74,7 +74,11 @@ def main(argv=None):
         if skipped:
             logger.warning("skipped %d unreadable file(s): %s", len(skipped), ", ".join(skipped))
     if args.video_input:
-        frames = run_on_video(predictor, args.video_input, args.output, metadata)
+        try:
+            frames = run_on_video(predictor, args.video_input, args.output, metadata)
+        except (FileNotFoundError, ValueError) as e:
+            logger.error("%s", e)
+            return 2
         logger.info("processed %d frame(s) of %s", frames, args.video_input)
     return 0
 

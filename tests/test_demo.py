@@ -135,3 +135,54 @@ def test_no_weights_is_an_error_not_random_weights(tiny_model, image_dir, tmp_pa
         code = demo.main(["--config-file", cfg_file, "--input", str(image_dir / "good.png")])
     assert code != 0
     assert any("MODEL.WEIGHTS" in r.getMessage() for r in caplog.records)
+
+
+def test_video_input_is_drawn_frame_by_frame(tiny_model, tmp_path):
+    import cv2
+
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (80, 60))
+    rng = np.random.RandomState(1)
+    for _ in range(3):
+        writer.write(rng.randint(0, 255, (60, 80, 3), dtype=np.uint8))
+    writer.release()
+    cfg_file, weights = tiny_model
+    out_dir = tmp_path / "video_out"
+    code = demo.main(
+        [
+            "--config-file",
+            cfg_file,
+            "--video-input",
+            str(video),
+            "--output",
+            str(out_dir),
+            "--opts",
+            "MODEL.WEIGHTS",
+            weights,
+        ]
+    )
+    assert code == 0
+    drawn = cv2.VideoCapture(str(out_dir / "clip.mp4"))
+    frames = 0
+    while drawn.read()[0]:
+        frames += 1
+    assert frames == 3
+
+
+def test_video_input_that_is_not_a_video_is_an_error(tiny_model, tmp_path, caplog):
+    bogus = tmp_path / "notes.mp4"
+    bogus.write_text("not a video")
+    cfg_file, weights = tiny_model
+    argv = [
+        "--config-file",
+        cfg_file,
+        "--video-input",
+        str(bogus),
+        "--opts",
+        "MODEL.WEIGHTS",
+        weights,
+    ]
+    with caplog.at_level(logging.ERROR):
+        code = demo.main(argv)
+    assert code != 0
+    assert any("notes.mp4" in r.getMessage() for r in caplog.records)

@@ -89,6 +89,16 @@ def inputs_hash():
     return digest.hexdigest()
 
 
+def is_complete(stamp, python, digest):
+    """True only if a finished setup recorded ``digest`` in ``stamp`` and the environment still
+    imports Detectron2 and the project (an interrupted or outdated setup is never complete)."""
+    try:
+        recorded = json.loads(stamp.read_text()).get("inputs")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return recorded == digest and works(python, "import detectron2, projects")
+
+
 def choose_env(args):
     """Return (env prefix, python executable, created_by_us)."""
     if args.venv is None:
@@ -179,14 +189,9 @@ def main(argv=None):
 
     stamp = prefix / STAMP_NAME
     digest = inputs_hash()
-    if not args.force and stamp.is_file():
-        try:
-            done = json.loads(stamp.read_text()).get("inputs") == digest
-        except ValueError:
-            done = False
-        if done and works(python, "import detectron2, projects"):
-            log(f"environment {prefix} is set up (delete {stamp} or use --force to redo)")
-            return 0
+    if not args.force and is_complete(stamp, python, digest):
+        log(f"environment {prefix} is set up (delete {stamp} or use --force to redo)")
+        return 0
 
     start = time.time()
     check_interpreter()
