@@ -102,7 +102,13 @@ def test_toy_config_two_cpu_processes_identical_replicas(tmp_path):
     ]
     launch(_toy_cli_worker, 2, dist_url="auto", args=(argv, str(tmp_path)))
     a, b = (torch.load(tmp_path / f"rank{r}.pth", weights_only=True)["state"] for r in range(2))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # DDP keeps the weights equal; with plain "BN" (as in Detectron2 on GPUs) each replica keeps
+    # its own running statistics, so those buffers are not compared.
+    weights = [
+        k for k in a if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    ]
+    assert len(weights) > 100 and a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in weights)
     final = torch.load(tmp_path / "out" / "model_final.pth", weights_only=True)
     assert final["iteration"] == 19
     assert all(torch.equal(final["model"][k], a[k]) for k in final["model"])
