@@ -44,6 +44,10 @@ def add_all_configs(cfg):
             if e.name != package:
                 raise
             continue
+        if getattr(module, "__file__", None) is None:
+            continue  # a folder without __init__.py (a method not landed yet) is not a package
+        if not hasattr(module, adder):
+            raise AttributeError(f"method package {package!r} must export {adder}(cfg)")
         getattr(module, adder)(cfg)
     return cfg
 

@@ -23,8 +23,6 @@ Usage::
 import argparse
 import base64
 import hashlib
-import io
-import os
 import subprocess
 import sys
 import tarfile
