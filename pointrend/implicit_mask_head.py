@@ -19,6 +19,7 @@ from .losses import mask_point_loss
 from .mask_head import feature_input_shapes
 from .point_features import (
     box_points_to_image,
+    channels_last_maps,
     sample_features_at_points,
     sample_mask_labels_at_points,
 )
@@ -143,6 +144,7 @@ class RenderImplicitMaskHead(nn.Module):
     def forward(self, features: Dict[str, Tensor], instances: List[Instances]):
         """Same contract as :meth:`pointrend.RenderMaskHead.forward`; training returns
         ``{"loss_l2", "loss_mask_point"}``."""
+        features = channels_last_maps(features, self.coarse_in_features + self.point_in_features)
         if self.training:
             boxes = [x.proposal_boxes for x in instances]
             parameters = self._parameters_of(features, boxes)
@@ -161,9 +163,18 @@ class RenderImplicitMaskHead(nn.Module):
         boxes = [x.pred_boxes for x in instances]
         parameters = self._parameters_of(features, boxes)
         classes = torch.cat([x.pred_classes for x in instances])
+
+        def own_class_logits(points: Tensor) -> Tensor:  # (R, P, 2) -> (R, 1, P)
+            logits = self._point_logits(features, boxes, points, parameters)
+            if logits.shape[1] == 1:
+                return logits
+            index = classes.view(-1, 1, 1).expand(-1, 1, logits.shape[2])
+            return logits.gather(1, index)
+
         mask_logits = subdivide_masks(
-            lambda points: self._point_logits(features, boxes, points, parameters),
-            classes,
+            own_class_logits,
+            classes.shape[0],
+            parameters.device,
             self.subdivision_init_resolution,
             self.subdivision_steps,
             self.subdivision_num_points,

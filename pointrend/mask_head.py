@@ -19,6 +19,7 @@ from detectron2.structures import Boxes, Instances
 from torch import Tensor, nn
 
 from projects.layers import (
+    bilinear_sample_rows,
     point_sample,
     regular_grid_point_coords,
     uncertain_point_coords_with_randomness,
@@ -28,7 +29,9 @@ from .coarse_head import RenderCoarseHead
 from .losses import mask_point_loss
 from .point_features import (
     box_points_to_image,
+    channels_last_maps,
     sample_features_at_points,
+    sample_image_features_at_points,
     sample_mask_labels_at_points,
 )
 from .point_head import build_point_head
@@ -38,6 +41,10 @@ from .uncertainty import instance_mask_uncertainty
 logger = logging.getLogger(__name__)
 
 __all__ = ["RenderMaskHead", "feature_input_shapes"]
+
+# Points sampled and fed to the point head per block in CPU inference (see
+# RenderMaskHead._subdivision_point_logits_fn): a block's features, 4 MB, fit in the cache.
+POINTS_PER_BLOCK = 4096
 
 
 def feature_input_shapes(cfg, input_shape, head_name: str) -> Dict[str, ShapeSpec]:
@@ -185,6 +192,7 @@ class RenderMaskHead(nn.Module):
             Training: ``{"loss_mask", "loss_mask_point"}`` (the latter with a point head).
             Inference: ``instances`` with ``pred_masks`` ``(R_i, 1, M, M)`` probabilities added.
         """
+        features = channels_last_maps(features, self.coarse_in_features + self.point_in_features)
         if self.training:
             boxes = [x.proposal_boxes for x in instances]
             coarse_logits = self.coarse_head(self._roi_grid_features(features, boxes))
@@ -216,14 +224,22 @@ class RenderMaskHead(nn.Module):
         return roi_features.view(num_boxes, roi_features.shape[1], side, side)
 
     def _point_logits(
-        self, features: Dict[str, Tensor], boxes: List[Boxes], point_coords: Tensor, coarse: Tensor
+        self,
+        features: Dict[str, Tensor],
+        boxes: List[Boxes],
+        point_coords: Tensor,
+        coarse: Tensor,
+        classes: Optional[Tensor] = None,
     ) -> Tensor:
-        """Point-head logits ``(R, C, P)`` at box-relative ``point_coords`` ``(R, P, 2)``."""
+        """Point-head logits at box-relative ``point_coords`` ``(R, P, 2)``: ``(R, C, P)``, or
+        each box's ``classes`` logit only, ``(R, 1, P)``."""
         maps = [features[f] for f in self.point_in_features]
         strides = [self.feature_strides[f] for f in self.point_in_features]
         fine = sample_features_at_points(maps, strides, boxes, point_coords)
         coarse_at_points = point_sample(coarse, point_coords, align_corners=False)
-        return self.point_head(fine, coarse_at_points)
+        if classes is None:
+            return self.point_head(fine, coarse_at_points)
+        return self.point_head(fine, coarse_at_points, classes=classes)
 
     def _point_loss(self, features, coarse_logits: Tensor, instances: List[Instances]) -> Tensor:
         boxes = [x.proposal_boxes for x in instances]
@@ -241,6 +257,7 @@ class RenderMaskHead(nn.Module):
         point_logits = self._point_logits(features, boxes, point_coords, coarse_logits)
         return mask_point_loss(point_logits, gt_classes, point_labels)
 
+    @torch.no_grad()
     def subdivide(
         self,
         features: Dict[str, Tensor],
@@ -256,14 +273,67 @@ class RenderMaskHead(nn.Module):
             coarse_logits: ``(R, C, S, S)``.
             classes: class of each box, ``(R,)``, choosing the channel whose uncertainty counts.
 
+        No gradient flows through subdivision (the point selection is discrete).
+
         Returns:
-            Tensor: mask logits ``(R, C', M, M)``, ``M = subdivision_init_resolution * 2 **
-            subdivision_steps`` (224 for the defaults), ``C'`` the point head's outputs.
+            Tensor: each box's own-class mask logits ``(R, 1, M, M)``, ``M =
+            subdivision_init_resolution * 2 ** subdivision_steps`` (224 for the defaults).
         """
+        point_logits_fn = self._subdivision_point_logits_fn(features, boxes, coarse_logits, classes)
         return subdivide_masks(
-            lambda points: self._point_logits(features, boxes, points, coarse_logits),
-            classes,
+            point_logits_fn,
+            classes.shape[0],
+            coarse_logits.device,
             self.subdivision_init_resolution,
             self.subdivision_steps,
             self.subdivision_num_points,
         )
+
+    def _subdivision_point_logits_fn(self, features, boxes, coarse_logits, classes):
+        """``points (R, P, 2) -> own-class logits (R, 1, P)`` for :meth:`subdivide`.
+
+        A point head with ``forward_projected`` (:class:`RenderPointHead`) gets its first
+        products with the image's features and with each box's coarse logits, computed once
+        and sampled at the points, instead of multiplying the sampled values at every point
+        (see the inference notes in :mod:`pointrend.point_head`).
+        """
+        if not hasattr(self.point_head, "forward_projected") or self.point_head.exact:
+            return lambda points: self._point_logits(
+                features, boxes, points, coarse_logits, classes
+            )
+        maps = self.point_head.project_fine_features([features[f] for f in self.point_in_features])
+        strides = [self.feature_strides[f] for f in self.point_in_features]
+        num_per_image = [len(b) for b in boxes]
+        coarse_terms = self.point_head.project_coarse_logits(coarse_logits, classes)
+
+        def point_logits(points: Tensor) -> Tensor:
+            # A few boxes at a time: their sampled values stay in the CPU cache on their way
+            # into the point head instead of making a round trip through memory.
+            num_points = points.shape[1]
+            block = max(1, POINTS_PER_BLOCK // max(1, num_points))
+            if points.device.type != "cpu":  # a GPU wants few, large kernels
+                block = max(1, len(points))
+            logits = []
+            for i, image_boxes in enumerate(boxes):
+                first = sum(num_per_image[:i])
+                image_maps = [m[i : i + 1] for m in maps]
+                for lo in range(first, first + len(image_boxes), block):
+                    rows = slice(lo, min(lo + block, first + len(image_boxes)))
+                    fine = sample_image_features_at_points(
+                        image_maps,
+                        strides,
+                        image_boxes.tensor[rows.start - first : rows.stop - first],
+                        points[rows],
+                        reduce="sum",
+                    )
+                    # Gathered as rows: grid_sample is slower on these short, wide maps.
+                    coarse = bilinear_sample_rows(
+                        coarse_terms[rows], points[rows].reshape(-1, 2), num_points
+                    )
+                    coarse = coarse.view(-1, num_points, coarse.shape[1]).transpose(1, 2)
+                    logits.append(self.point_head.forward_projected(fine, coarse, classes[rows]))
+            if not logits:
+                return coarse_logits.new_zeros((0, 1, num_points))
+            return torch.cat(logits)
+
+        return point_logits

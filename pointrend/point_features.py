@@ -4,7 +4,7 @@ Shape shorthand: ``R`` boxes over the whole batch, ``P`` points per box, ``C`` c
 """
 
 import logging
-from typing import List, Sequence
+from typing import Dict, Iterable, List, Sequence
 
 import torch
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
@@ -15,7 +15,31 @@ from projects.layers import point_sample
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["box_points_to_image", "sample_features_at_points", "sample_mask_labels_at_points"]
+__all__ = [
+    "box_points_to_image",
+    "channels_last_maps",
+    "sample_features_at_points",
+    "sample_image_features_at_points",
+    "sample_mask_labels_at_points",
+]
+
+
+def channels_last_maps(features: Dict[str, Tensor], names: Iterable[str]) -> Dict[str, Tensor]:
+    """``features`` with the maps named in ``names`` stored channels-last (NHWC).
+
+    Sampling many scattered points of a wide map reads one contiguous run of channels per
+    neighbour in NHWC, against one cache line per channel in NCHW: on the CPU,
+    :func:`torch.nn.functional.grid_sample` at PointRend's 78400 points per step of an
+    800 x 1333 image's p2 takes about half the time. The sampled values are identical, and come
+    out as ``(points, channels)`` rows, which the point head multiplies without a copy.
+
+    Returns:
+        dict[str, Tensor]: a new dict; the other maps are the same tensors.
+    """
+    out = dict(features)
+    for name in set(names):
+        out[name] = features[name].contiguous(memory_format=torch.channels_last)
+    return out
 
 
 def box_points_to_image(boxes: Tensor, point_coords: Tensor) -> Tensor:
@@ -52,21 +76,51 @@ def sample_features_at_points(
         Tensor: shape ``(R, sum(C_i), P)``.
     """
     num_per_image = [len(b) for b in boxes]
-    points = box_points_to_image(Boxes.cat(boxes).tensor, point_coords)
-    per_image = []
-    # One grid_sample per image and map, each over all boxes of the image at once.
-    for i, image_points in enumerate(torch.split(points, num_per_image)):
-        num_boxes, num_points = image_points.shape[:2]
-        flat = image_points.reshape(1, num_boxes * num_points, 2)
-        sampled = []
-        for feature, stride in zip(features, strides):
-            height, width = feature.shape[-2:]
-            extent = torch.tensor([width * stride, height * stride], device=feature.device)
-            values = point_sample(feature[i : i + 1], flat / extent, align_corners=False)
-            channels = feature.shape[1]
-            sampled.append(values[0].view(channels, num_boxes, num_points).transpose(0, 1))
-        per_image.append(torch.cat(sampled, dim=1))
-    return torch.cat(per_image, dim=0)
+    per_image = [
+        sample_image_features_at_points(
+            [feature[i : i + 1] for feature in features], strides, image_boxes.tensor, points
+        )
+        for i, (image_boxes, points) in enumerate(zip(boxes, point_coords.split(num_per_image)))
+    ]
+    # A single piece is returned as the view it is, ``(C, R, P)`` memory: a point head that
+    # works on ``(R * P, C)`` rows then reads it without a copy.
+    return torch.cat(per_image, dim=0) if len(per_image) > 1 else per_image[0]
+
+
+def sample_image_features_at_points(
+    features: Sequence[Tensor],
+    strides: Sequence[int],
+    boxes: Tensor,
+    point_coords: Tensor,
+    reduce: str = "cat",
+) -> Tensor:
+    """:func:`sample_features_at_points` for the boxes of one image.
+
+    Args:
+        features: the image's maps, each ``(1, C_i, H_i, W_i)``.
+        strides: the stride of each map.
+        boxes: ``(B, 4)`` boxes in pixels.
+        point_coords: box-relative ``[0, 1]`` points, ``(B, P, 2)``.
+        reduce: ``"cat"`` concatenates the maps' channels, ``"sum"`` adds the maps (which then
+            must have equal channels).
+
+    Returns:
+        Tensor: ``(B, sum(C_i), P)`` (``"cat"``) or ``(B, C, P)`` (``"sum"``).
+    """
+    if reduce not in ("cat", "sum"):
+        raise ValueError(f"reduce must be 'cat' or 'sum', got {reduce!r}")
+    num_boxes, num_points = point_coords.shape[:2]
+    # One grid_sample per map over all the boxes' points at once.
+    flat = box_points_to_image(boxes, point_coords).reshape(1, num_boxes * num_points, 2)
+    sampled = []
+    for feature, stride in zip(features, strides):
+        height, width = feature.shape[-2:]
+        extent = torch.tensor([width * stride, height * stride], device=feature.device)
+        values = point_sample(feature, flat / extent, align_corners=False)
+        sampled.append(values[0].view(feature.shape[1], num_boxes, num_points).transpose(0, 1))
+    if len(sampled) == 1:
+        return sampled[0]
+    return torch.cat(sampled, dim=1) if reduce == "cat" else torch.stack(sampled).sum(0)
 
 
 def _bitmask_tensor(instances: Instances) -> Tensor:

@@ -1,12 +1,14 @@
 """Uncertainty of logits: where PointRend places its points. Larger means more uncertain."""
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
 __all__ = ["instance_mask_uncertainty", "semantic_uncertainty"]
 
 
-def instance_mask_uncertainty(logits: Tensor, classes: Tensor) -> Tensor:
+def instance_mask_uncertainty(logits: Tensor, classes: Optional[Tensor]) -> Tensor:
     """Minus the distance of each box's own-class mask logit from 0 (the decision boundary).
 
     Args:

@@ -100,6 +100,22 @@ def test_grid_sample_and_roi_align_handles():
     assert _flops(Pool(0), x, rois) == 2 * 5 * 7 * 7 * (2 * 2) * 4  # adaptive: 2 x 2 assumed
 
 
+def test_embedding_bag_and_inplace_addmm_handles():
+    table, indices, weights = torch.rand(30, 7), torch.randint(0, 30, (5, 4)), torch.rand(5, 4)
+
+    class Gather(nn.Module):
+        def forward(self, table, indices, weights):
+            return F.embedding_bag(indices, table, per_sample_weights=weights, mode="sum")
+
+    assert _flops(Gather(), table, indices, weights) == 5 * 4 * 7  # one per gathered value
+
+    class InPlace(nn.Module):
+        def forward(self, out, a, b):
+            return out.clone().addmm_(a, b)
+
+    assert _flops(InPlace(), torch.rand(6, 3), torch.rand(6, 5), torch.rand(5, 3)) == 6 * 5 * 3
+
+
 # ---------------------------------------------------------------- mask-head FLOPs
 def test_point_rend_mask_head_flops_per_box():
     from detectron2.modeling import build_model

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from projects.layers import (
+    bilinear_sample_rows,
     point_sample,
     regular_grid_point_coords,
     uncertain_point_coords_on_grid,
@@ -100,3 +101,36 @@ def test_uncertain_points_on_grid_picks_top_cells():
     indices, coords = uncertain_point_coords_on_grid(uncertainty, 100)
     assert indices.shape == (2, 32) and coords.shape == (2, 32, 2)
     assert sorted(indices[0].tolist()) == list(range(32))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bilinear_sample_rows_equals_grid_sample(channels_last):
+    """The gather-based CPU sampler computes grid_sample's bilinear / zero-padding values,
+    including points near and beyond the border (neighbours outside count as zero)."""
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.randn(3, 17, 9, 13, generator=generator)
+    if channels_last:
+        maps = maps.contiguous(memory_format=torch.channels_last)
+    points = torch.rand(3, 50, 2, generator=generator) * 1.4 - 0.2  # 20 % outside per side
+    points[0, :4] = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.5 / 13, 0.5 / 9], [1.0, 0.0]])
+    expected = torch.nn.functional.grid_sample(
+        maps, 2 * points.unsqueeze(2) - 1, align_corners=False
+    ).squeeze(3)
+    rows = bilinear_sample_rows(maps, points.reshape(-1, 2), 50)
+    assert rows.shape == (150, 17)
+    torch.testing.assert_close(rows.view(3, 50, 17).transpose(1, 2), expected)
+
+
+def test_point_sample_single_map_inference_path_matches_training_path():
+    """Without gradients one CPU map is sampled by the gather path; with them by grid_sample.
+    Both give the same values (to float rounding)."""
+    fmap = torch.randn(1, 32, 20, 30, requires_grad=True)
+    points = torch.rand(1, 5000, 2)
+    with_grad = point_sample(fmap, points, align_corners=False)
+    assert with_grad.requires_grad
+    with torch.no_grad():
+        without = point_sample(fmap, points, align_corners=False)
+    assert without.shape == with_grad.shape == (1, 32, 5000)
+    torch.testing.assert_close(without, with_grad.detach())
+    with torch.no_grad():  # empty inputs keep their shapes
+        assert point_sample(fmap, torch.rand(1, 0, 2), align_corners=False).shape == (1, 32, 0)

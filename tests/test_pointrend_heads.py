@@ -68,12 +68,22 @@ def test_subdivision_reaches_224_with_3136_points_per_box():
     cfg = _head_cfg()  # defaults: 7 x 7 coarse, 5 steps of 784 points
     head = pointrend.RenderMaskHead(cfg, SHAPES).eval()
     calls = []
-    head.point_head.register_forward_hook(lambda m, i, o: calls.append(tuple(o.shape)))
+    forward_projected = head.point_head.forward_projected
+
+    def counting(fine_term, coarse_terms, classes=None):
+        out = forward_projected(fine_term, coarse_terms, classes)
+        calls.append(tuple(out.shape))
+        return out
+
+    head.point_head.forward_projected = counting
     detections = _detections((3, 2))
     with torch.no_grad():
         head(_features(), detections)
-    assert [c[0] for c in calls] == [5, 5, 5, 5]  # all boxes of the batch in each call
-    assert sum(c[2] for c in calls) == 3136  # 28 * 28 grid + 3 steps of 784 points
+    assert all(c[1] == 1 for c in calls)  # only each box's own class is predicted
+    # Blocks of boxes per call; over the calls every one of the 5 boxes gets 28 * 28 grid
+    # points + 3 steps of 784.
+    assert sum(rows * points for rows, _, points in calls) == 5 * 3136
+    assert {points for _, _, points in calls} == {784}
     for inst in detections:
         assert inst.pred_masks.shape == (len(inst), 1, 224, 224)
 
@@ -91,10 +101,11 @@ def test_subdivision_keeps_the_upsampled_value_where_certain():
         coarse = head.coarse_head(head._roi_grid_features(features, boxes))
         refined = head.subdivide(features, boxes, coarse, classes)
         grid = regular_grid_point_coords(2, 7, torch.device("cpu"))
-        first = head._point_logits(features, boxes, grid, coarse).view(2, 3, 7, 7)
+        first = head._point_logits(features, boxes, grid, coarse, classes).view(2, 1, 7, 7)
         upsampled = torch.nn.functional.interpolate(first, scale_factor=2, mode="bilinear")
-    assert refined.shape == (2, 3, 14, 14)
-    changed = (refined != upsampled).any(dim=1).flatten(1).sum(dim=1)
+    assert refined.shape == (2, 1, 14, 14)
+    # (refined's first grid is computed in another order: equal up to rounding)
+    changed = ((refined - upsampled).abs() > 1e-4).flatten(1).sum(dim=1)
     assert (changed <= 50).all() and (changed > 0).all()
 
 
@@ -238,3 +249,43 @@ def test_old_checkpoint_layout_is_renamed():
     assert not result.missing_keys and not result.unexpected_keys
     for k, v in fresh.state_dict().items():
         assert torch.equal(v, state[k])
+
+
+@pytest.mark.parametrize("each_layer", [True, False], ids=["coarse-each-layer", "coarse-first"])
+@pytest.mark.parametrize("num_classes", [4, 1], ids=["per-class", "agnostic"])
+def test_point_head_inference_paths_equal_the_concatenation(each_layer, num_classes):
+    """Inference computes the point head in blocks of rows, with weights split into fine and
+    coarse columns, optionally the own class only, and from projected maps; every variant
+    equals Detectron2's Conv1d-on-concatenation (the training path) up to rounding."""
+    torch.manual_seed(0)
+    head = pointrend.RenderPointHead(
+        input_channels=24,
+        coarse_pred_channels=num_classes,
+        num_mask_classes=num_classes,
+        fc_dims=[16, 16, 16],
+        coarse_pred_each_layer=each_layer,
+    )
+    torch.nn.init.normal_(head.predictor.weight, std=0.3)
+    fmap, coarse_maps = torch.randn(1, 24, 12, 15), torch.randn(5, num_classes, 7, 7)
+    points = torch.rand(5, 3000, 2) * 1.2 - 0.1  # > ROW_BLOCK rows; some outside the boxes
+    classes = torch.randint(0, num_classes, (5,))
+
+    def sample(maps, image):
+        grid = 2 * points.unsqueeze(2) - 1
+        maps = maps.expand(5, -1, -1, -1) if image else maps
+        return torch.nn.functional.grid_sample(maps, grid, align_corners=False).squeeze(3)
+
+    fine, coarse = sample(fmap, True), sample(coarse_maps, False)
+    reference = head(fine, coarse)  # autograd on: the concatenation
+    assert reference.requires_grad and reference.shape == (5, num_classes, 3000)
+    own = reference.gather(1, classes.view(-1, 1, 1).expand(-1, 1, 3000))
+    with torch.no_grad():
+        torch.testing.assert_close(head(fine, coarse), reference, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(head(fine, coarse, classes), own, rtol=1e-4, atol=1e-5)
+        fine_term = sample(head.project_fine_features([fmap])[0], True)
+        for cls, expected in ((None, reference), (classes, own)):
+            terms = sample(head.project_coarse_logits(coarse_maps, cls), False)
+            got = head.forward_projected(fine_term, terms, cls)
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+        # No boxes: empty outputs of the right shape.
+        assert head.forward_projected(fine_term[:0], terms[:0], classes[:0]).shape == (0, 1, 3000)

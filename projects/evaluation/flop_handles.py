@@ -14,13 +14,16 @@ and weighs each, so it counts 4 FLOPs per sampled value.
   hold), 2 x 2 points per bin, which is what an FPN's level assignment gives a canonical box.
 * ``aten::grid_sampler``: per output value (channels included), 4 (bilinear), 0 (nearest) or 16
   (bicubic).
+* ``aten::embedding_bag`` (a weighted gather, e.g. bilinear sampling as rows): one per gathered
+  value (indices x row width).
+* ``aten::addmm_``: as fvcore's ``aten::addmm``.
 """
 
 import logging
 from typing import Any, Dict, List
 
 import numpy as np
-from fvcore.nn.jit_handles import conv_flop_count, get_shape
+from fvcore.nn.jit_handles import addmm_flop_jit, conv_flop_count, get_shape
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +32,7 @@ __all__ = [
     "EXTRA_FLOP_HANDLES",
     "deform_conv_flop_count",
     "deform_conv_flop_jit",
+    "embedding_bag_flop_jit",
     "grid_sample_flop_jit",
     "roi_align_flop_jit",
 ]
@@ -114,7 +118,15 @@ def grid_sample_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     return int(np.prod(get_shape(outputs[0]))) * taps
 
 
+def embedding_bag_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
+    """Handle for ``aten::embedding_bag``: ``(weight (V, D), indices, offsets, ...)``: one
+    multiply-add per gathered value."""
+    return int(np.prod(get_shape(inputs[1]))) * int(get_shape(inputs[0])[1])
+
+
 EXTRA_FLOP_HANDLES: Dict[str, Any] = {
+    "aten::addmm_": addmm_flop_jit,
+    "aten::embedding_bag": embedding_bag_flop_jit,
     "torchvision::deform_conv2d": deform_conv_flop_jit,
     "prim::PythonOp._DeformConv": _python_deform_conv_handle(2, modulated=False),
     "prim::PythonOp._ModulatedDeformConv": _python_deform_conv_handle(3, modulated=True),

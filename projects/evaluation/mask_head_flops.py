@@ -101,10 +101,20 @@ def point_rend_mask_head_flops(
     )
     wrapper = _OneImageMaskHead(head, names, (height, width))
     maps = tuple(features[name] for name in names)
-    output_side = wrapper(*maps, box).shape[-1]
-    analysis = _analysis(wrapper, maps + (box,))
-    by_module = analysis.by_module()
-    total = analysis.total() / 1e9
+    # The architecture's FLOPs, as the paper counts them: the point head on the concatenation
+    # at every point, for every class. (This project's inference computes the same in fewer:
+    # per-image projections, own class only; see pointrend.point_head.)
+    exact = getattr(head.point_head, "exact", None)
+    if exact is not None:
+        head.point_head.exact = True
+    try:
+        output_side = wrapper(*maps, box).shape[-1]
+        analysis = _analysis(wrapper, maps + (box,))
+        by_module = analysis.by_module()
+        total = analysis.total() / 1e9
+    finally:
+        if exact is not None:
+            head.point_head.exact = exact
     coarse = by_module.get("head.coarse_head", 0) / 1e9
     point = by_module.get("head.point_head", 0) / 1e9
     steps = head.subdivision_steps
