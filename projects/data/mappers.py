@@ -1,10 +1,11 @@
-"""Dataset mappers every method can use, and the annotation checks they run.
+"""Dataset mappers every method can use.
 
 * :class:`InstanceDatasetMapper` (the default ``INPUT.DATASET_MAPPER_NAME``): robust image
   reading (:mod:`projects.data.image_io`), augmentations by ``INPUT.AUGMENTATIONS_NAME``,
-  ``Instances`` with ``gt_boxes``, ``gt_classes`` and ``gt_masks`` (``PolygonMasks`` or
-  ``BitMasks`` by ``INPUT.MASK_FORMAT``), optionally a semantic target ``sem_seg`` derived from
-  the instance masks.
+  annotation checks (:mod:`projects.data.annotations`), ``Instances`` with ``gt_boxes``,
+  ``gt_classes`` and ``gt_masks`` (``PolygonMasks`` or ``BitMasks`` by ``INPUT.MASK_FORMAT``),
+  optionally a semantic target ``sem_seg`` derived from the instance masks
+  (:mod:`projects.data.masks`).
 * :class:`SemanticDatasetMapper`: image + ``sem_seg`` read from ``sem_seg_file_name``.
 
 RLE segmentations with ``INPUT.MASK_FORMAT == "polygon"`` (Detectron2 v0.6 crashes deep inside
@@ -13,23 +14,13 @@ upsampled mask so the polygon follows pixel edges; holes are filled, since polyg
 represent them. A warning is logged once. ``INPUT.POLYGON_FROM_RLE = False`` raises instead,
 naming the annotation and telling to set ``INPUT.MASK_FORMAT bitmask``.
 
-Annotation checks (:func:`sanitize_annotations`, also run over a whole dataset by
-:func:`filter_dataset_dicts`, which a trainer can call on the loaded dicts): missing, unknown or
-out-of-range category ids, missing / non-finite / zero-area / negative boxes, non-finite
-polygons, polygons under 3 points (dropped; the annotation goes when none is left), RLEs whose
-size differs from the image. ``DATALOADER.BAD_ANNOTATIONS``: ``"filter"`` drops them, counting
-each reason in :data:`ANNOTATION_STATS` and logging (first occurrences and periodic summaries);
-``"error"`` raises :class:`BadAnnotationError` naming the annotation id and the image file.
 Images left with no (non-crowd) annotation give empty ``Instances`` in the mapper (as in
-Detectron2) and are dropped by :func:`filter_dataset_dicts`.
+Detectron2) and are dropped by :func:`projects.data.annotations.filter_dataset_dicts`.
 """
 
-import collections
 import copy
 import logging
-import numbers
 
-import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
@@ -37,11 +28,21 @@ from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as d2_utils
 from detectron2.data import transforms as T
-from detectron2.structures import BitMasks, BoxMode, PolygonMasks, polygons_to_bitmask
+from detectron2.structures import BitMasks, BoxMode, PolygonMasks
 
 from .augmentations import build_augmentations, centre_keep_mask, has_crop
 from .image_io import BadImageError, read_image_for_dict, read_label_map
+from .annotations import (
+    ANNOTATION_STATS,
+    BadAnnotationError,
+    _count,
+    _where,
+    filter_dataset_dicts,
+    log_annotation_summary,
+    sanitize_annotations,
+)
 from .mapper_registry import DATASET_MAPPER_REGISTRY
+from .masks import _masks_as_bool, _segmentation_as_bool, instances_to_sem_seg, rle_to_polygons
 
 logger = logging.getLogger(__name__)
 
@@ -57,266 +58,7 @@ __all__ = [
     "sanitize_annotations",
 ]
 
-# Reason -> number of annotations (or images, for image-level reasons) dropped in this process.
-ANNOTATION_STATS = collections.Counter()
-_WARN_FIRST_N = 10  # per reason, then only periodic summaries
-_SUMMARY_EVERY = 1000
 _rle_warning_done = False
-
-
-class BadAnnotationError(ValueError):
-    """An invalid annotation; the message names its id and the image file."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Annotation checks
-# ---------------------------------------------------------------------------------------------
-def _where(anno, file_name):
-    return f"annotation id={anno.get('id', '<none>')} of image {file_name}"
-
-
-def _annotation_problem(anno, image_hw, num_classes):
-    """Return the reason ``anno`` is unusable (None if fine) and drop its degenerate polygons.
-
-    Mutates ``anno["segmentation"]`` (list form) to remove polygons with fewer than 3 points.
-
-    Returns:
-        tuple[str or None, int]: the reason, and the number of degenerate polygons removed.
-    """
-    cat = anno.get("category_id")
-    if cat is None:
-        return "missing category_id", 0
-    if isinstance(cat, bool) or not isinstance(cat, numbers.Integral):
-        if not (isinstance(cat, numbers.Real) and float(cat).is_integer()):
-            return f"category_id not an integer: {cat!r}", 0
-    if int(cat) < 0 or (num_classes is not None and int(cat) >= num_classes):
-        return f"category_id out of range: {cat} not in the categories [0, {num_classes})", 0
-
-    if "bbox" not in anno or "bbox_mode" not in anno:
-        return "missing bbox or bbox_mode", 0
-    box = np.asarray(anno["bbox"], dtype=np.float64).reshape(-1)
-    if box.size != 4:
-        return f"malformed bbox: {anno['bbox']!r} does not have 4 numbers", 0
-    if not np.isfinite(box).all():
-        return f"non-finite bbox: {box.tolist()}", 0
-    x0, y0, x1, y1 = BoxMode.convert(box.tolist(), anno["bbox_mode"], BoxMode.XYXY_ABS)
-    if not (x1 > x0 and y1 > y0):
-        return f"zero-area or negative bbox: {box.tolist()}", 0
-
-    segm = anno.get("segmentation")
-    if segm is None:
-        return None, 0
-    if isinstance(segm, list):
-        kept, dropped = [], 0
-        for poly in segm:
-            coords = np.asarray(poly, dtype=np.float64).reshape(-1)
-            if not np.isfinite(coords).all():
-                return "non-finite polygon coordinates", 0
-            if coords.size < 6 or coords.size % 2:
-                dropped += 1
-            else:
-                kept.append(poly)
-        anno["segmentation"] = kept
-        if not kept:
-            return "no polygon with at least 3 points", dropped
-        return None, dropped
-    if isinstance(segm, dict):
-        if "counts" not in segm or "size" not in segm:
-            return "malformed RLE: no 'counts' and 'size'", 0
-        if image_hw is not None and tuple(segm["size"]) != tuple(image_hw):
-            return f"RLE size mismatch: {list(segm['size'])} vs the image (h, w) {image_hw}", 0
-        return None, 0
-    if isinstance(segm, np.ndarray):
-        if image_hw is not None and segm.shape[:2] != tuple(image_hw):
-            return f"mask size mismatch: {segm.shape} vs the image (h, w) {image_hw}", 0
-        return None, 0
-    return f"unknown segmentation type: {type(segm).__name__}", 0
-
-
-def _count(reason, message):
-    ANNOTATION_STATS[reason] += 1
-    if ANNOTATION_STATS[reason] <= _WARN_FIRST_N:
-        logger.warning(f"Dropped {message}: {reason}")
-    if sum(ANNOTATION_STATS.values()) % _SUMMARY_EVERY == 0:
-        log_annotation_summary()
-
-
-def sanitize_annotations(annos, *, file_name, image_hw=None, num_classes=None, mode="filter"):
-    """Check a list of annotations of one image.
-
-    Args:
-        annos (list[dict]): Detectron2 annotations (modified in place: degenerate polygons go).
-        file_name (str): the image, for messages.
-        image_hw (tuple[int, int] or None): image (height, width), to check RLE/mask sizes.
-        num_classes (int or None): category ids must be in [0, num_classes) (when given).
-        mode (str): ``"filter"`` (drop with a counted warning) or ``"error"``.
-
-    Returns:
-        list[dict]: the valid annotations.
-
-    Raises:
-        BadAnnotationError: in ``"error"`` mode, naming the annotation id and ``file_name``.
-    """
-    if mode not in ("filter", "error"):
-        raise ValueError(f"DATALOADER.BAD_ANNOTATIONS must be 'filter' or 'error', got {mode!r}")
-    kept = []
-    for anno in annos:
-        reason, degenerate = _annotation_problem(anno, image_hw, num_classes)
-        if degenerate and (mode == "error" or reason is None):
-            msg = f"{degenerate} polygon(s) with fewer than 3 points in {_where(anno, file_name)}"
-            if mode == "error":
-                raise BadAnnotationError(f"Invalid {msg}")
-            _count("polygon with fewer than 3 points", msg)
-        if reason is None:
-            kept.append(anno)
-        elif mode == "error":
-            raise BadAnnotationError(f"Invalid {_where(anno, file_name)}: {reason}")
-        else:
-            _count(reason.split(":")[0], f"{_where(anno, file_name)}: {reason}")
-    return kept
-
-
-def log_annotation_summary():
-    """Log the counts of dropped annotations/images in this process."""
-    if ANNOTATION_STATS:
-        summary = ", ".join(f"{k}: {v}" for k, v in sorted(ANNOTATION_STATS.items()))
-        logger.info(f"Bad annotations dropped so far: {summary}")
-
-
-def filter_dataset_dicts(dataset_dicts, *, num_classes=None, mode="filter", drop_empty=True):
-    """Check every annotation of a dataset; drop images left without non-crowd annotations.
-
-    Args:
-        dataset_dicts (list[dict]): Detectron2 dataset dicts (not modified).
-        num_classes (int or None): see :func:`sanitize_annotations`.
-        mode (str): ``"filter"`` or ``"error"``.
-        drop_empty (bool): drop images with no valid non-crowd annotation (empty lists and
-            all-crowd images included).
-
-    Returns:
-        list[dict]: copies with invalid annotations removed.
-    """
-    out = []
-    for d in dataset_dicts:
-        d = copy.copy(d)
-        hw = (d["height"], d["width"]) if "height" in d and "width" in d else None
-        annos = [dict(a) for a in d.get("annotations", [])]
-        d["annotations"] = sanitize_annotations(
-            annos, file_name=d.get("file_name"), image_hw=hw, num_classes=num_classes, mode=mode
-        )
-        if drop_empty and not any(a.get("iscrowd", 0) == 0 for a in d["annotations"]):
-            ANNOTATION_STATS["images without valid non-crowd annotations"] += 1
-            continue
-        out.append(d)
-    logger.info(f"filter_dataset_dicts: kept {len(out)} of {len(dataset_dicts)} images.")
-    log_annotation_summary()
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Masks
-# ---------------------------------------------------------------------------------------------
-def _decode_rle(segm, height, width):
-    rle = segm
-    if isinstance(segm["counts"], list):  # uncompressed RLE
-        rle = mask_util.frPyObjects(segm, height, width)
-    return mask_util.decode(rle).astype(bool)
-
-
-def rle_to_polygons(segm, height, width, upsample=4):
-    """Polygons of the outer contours of an RLE mask.
-
-    Contours are traced on a ``upsample``-times enlarged crop of the mask so the polygons run
-    within ``1 / (2 * upsample)`` pixel of the pixel edges (tracing pixel centres would lose
-    half a pixel all around). Holes are filled.
-
-    Args:
-        segm (dict): COCO RLE (compressed or not).
-        height, width (int): image size.
-
-    Returns:
-        list[list[float]]: flat [x0, y0, x1, y1, ...] polygons, each of at least 3 points.
-    """
-    mask = _decode_rle(segm, height, width)
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return []
-    x0, y0 = xs.min(), ys.min()
-    crop = mask[y0 : ys.max() + 1, x0 : xs.max() + 1].astype(np.uint8)
-    big = np.kron(crop, np.ones((upsample, upsample), dtype=np.uint8))
-    big = np.pad(big, 1)
-    contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    polygons = []
-    for contour in contours:
-        pts = contour.reshape(-1, 2).astype(np.float64)
-        if len(pts) < 3:
-            continue
-        pts = (pts - 1 + 0.5) / upsample + np.array([x0, y0])
-        polygons.append(pts.reshape(-1).tolist())
-    return polygons
-
-
-def _masks_as_bool(gt_masks, image_hw):
-    """(N, H, W) bool numpy array of PolygonMasks / BitMasks."""
-    if isinstance(gt_masks, BitMasks):
-        return gt_masks.tensor.numpy().astype(bool)
-    out = np.zeros((len(gt_masks),) + tuple(image_hw), dtype=bool)
-    for i, polys in enumerate(gt_masks.polygons):
-        if polys:
-            out[i] = polygons_to_bitmask(polys, *image_hw)
-    return out
-
-
-def _segmentation_as_bool(segm, image_hw):
-    """A transformed annotation's segmentation (polygons, RLE or array) -> (H, W) bool."""
-    if isinstance(segm, list):
-        if not segm:
-            return np.zeros(image_hw, dtype=bool)
-        return polygons_to_bitmask([np.asarray(p) for p in segm], *image_hw)
-    if isinstance(segm, dict):
-        return _decode_rle(segm, *image_hw)
-    return np.asarray(segm).astype(bool)
-
-
-def instances_to_sem_seg(
-    masks, classes, image_hw, *, num_classes, background="last", ignore_value=255, crowd_masks=()
-):
-    """Semantic target from instance masks.
-
-    Larger instances are painted first, so where instances overlap the smaller one wins (equal
-    areas: the later one). Crowd regions are ``ignore_value`` unless an instance covers them.
-
-    Args:
-        masks (np.ndarray): (N, H, W) bool instance masks.
-        classes (np.ndarray): (N,) contiguous class ids in [0, num_classes).
-        image_hw (tuple[int, int]): (H, W).
-        num_classes (int or None): K; required for ``background="last"``.
-        background (str): ``"last"``: background K, things keep their ids; ``"zero"``:
-            background 0, things are id + 1.
-        ignore_value (int): label of crowd pixels.
-        crowd_masks (sequence[np.ndarray]): (H, W) bool masks of crowd regions.
-
-    Returns:
-        torch.Tensor: (H, W) int64.
-    """
-    if background == "last":
-        if num_classes is None:
-            raise ValueError("background='last' needs num_classes")
-        bg, offset = num_classes, 0
-    elif background == "zero":
-        bg, offset = 0, 1
-    else:
-        raise ValueError(
-            f"INPUT.INSTANCE_SEM_SEG.BACKGROUND must be 'last' or 'zero', got {background!r}"
-        )
-    sem = np.full(tuple(image_hw), bg, dtype=np.int64)
-    for crowd in crowd_masks:
-        sem[crowd] = ignore_value
-    masks = np.asarray(masks, dtype=bool).reshape((-1,) + tuple(image_hw))
-    areas = masks.reshape(len(masks), -1).sum(1)
-    for i in np.argsort(-areas, kind="stable"):
-        sem[masks[i]] = int(classes[i]) + offset
-    return torch.from_numpy(sem)
 
 
 # ---------------------------------------------------------------------------------------------
