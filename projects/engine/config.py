@@ -17,6 +17,13 @@ def add_engine_config(cfg):
       clip (``CLIP_VALUE``, ``NORM_TYPE``) over all parameters together, besides the per-parameter
       ``"value"`` and ``"norm"``.
 
+    Non-finite losses (read by :mod:`projects.engine.nonfinite`):
+
+    * ``SOLVER.NONFINITE_LOSS``: ``"error"`` stops training at a NaN / Inf loss with a message
+      naming the iteration, the loss terms and the batch's images (the weights and the last
+      checkpoint are untouched); ``"skip"`` skips such steps, counting them;
+    * ``SOLVER.NONFINITE_MAX_SKIPS``: with ``"skip"``, skips allowed in one run before it stops.
+
     Checkpoints (read by :class:`projects.engine.checkpoint.ProjectCheckpointer`):
 
     * ``MODEL.WEIGHTS_TRUSTED``: ``False`` loads ``MODEL.WEIGHTS`` with PyTorch's safe
@@ -29,4 +36,6 @@ def add_engine_config(cfg):
     cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
     cfg.SOLVER.POLY_LR_POWER = 0.9
     cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
+    cfg.SOLVER.NONFINITE_LOSS = "error"
+    cfg.SOLVER.NONFINITE_MAX_SKIPS = 100
     cfg.MODEL.WEIGHTS_TRUSTED = False

@@ -9,7 +9,9 @@ What v0.6's ``DefaultTrainer`` does not do and this one does:
 * ``TrainingSampler`` restarts its index stream on resume, repeating the first images; here the
   data loader starts at the batch of the resumed iteration (:mod:`projects.engine.sampler`);
 * DDP gets no ``device_ids`` for a CPU model, and ``nn.SyncBatchNorm`` becomes
-  ``NaiveSyncBatchNorm`` when several processes train on the CPU (gloo).
+  ``NaiveSyncBatchNorm`` when several processes train on the CPU (gloo);
+* a NaN / Inf loss is caught before the backward pass and reported with the iteration, the loss
+  terms and the batch's images, or the step is skipped (:mod:`projects.engine.nonfinite`).
 
 A run stopped after iteration ``k`` and resumed from its checkpoint then computes the same losses
 as a run that never stopped (for a fixed ``SEED``; on the CPU, bit for bit).
@@ -20,7 +22,7 @@ import os
 import weakref
 
 from detectron2.data import MetadataCatalog, build_detection_test_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, create_ddp_model, hooks
+from detectron2.engine import AMPTrainer, DefaultTrainer, create_ddp_model, hooks
 from detectron2.engine.train_loop import TrainerBase
 from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator
 from detectron2.utils import comm
@@ -31,6 +33,7 @@ from ..data.mapper_registry import build_dataset_mapper
 from ..evaluation.coco_boundary import COCOBoundaryEvaluator
 from .checkpoint import ProjectCheckpointer
 from .lr_scheduler import build_lr_scheduler
+from .nonfinite import GuardedAMPTrainer, GuardedSimpleTrainer, NonFiniteLossGuard
 from .optimizer import build_optimizer
 from .rng import capture_rng_state, isolated_rng, restore_rng_state
 from .sampler import build_resumable_train_loader
@@ -72,8 +75,9 @@ class Trainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = self._wrap_ddp(model)
-        trainer_class = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
-        self._trainer = trainer_class(model, data_loader, optimizer)
+        trainer_class = GuardedAMPTrainer if cfg.SOLVER.AMP.ENABLED else GuardedSimpleTrainer
+        guard = NonFiniteLossGuard(cfg.SOLVER.NONFINITE_LOSS, cfg.SOLVER.NONFINITE_MAX_SKIPS)
+        self._trainer = trainer_class(model, data_loader, optimizer, guard)
 
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = ProjectCheckpointer(

@@ -1,0 +1,169 @@
+"""Training steps that stop on (or skip) a NaN / Inf loss, saying where it came from.
+
+Detectron2's ``SimpleTrainer`` raises a bare ``FloatingPointError`` with the averaged loss values
+after the backward pass. Here the losses are checked *before* the backward pass and the optimizer
+step, so the weights are never touched by a non-finite step, and:
+
+* ``SOLVER.NONFINITE_LOSS: "error"`` (default) raises :class:`NonFiniteLossError` naming the
+  iteration, every non-finite loss term with its value, and the image ids (or file names) of the
+  batch, gathered from every process. No checkpoint is written by the failing step, so
+  ``last_checkpoint`` still names the last good one and ``--resume`` starts from it.
+* ``"skip"`` drops the step (no backward, no optimizer step), logs a warning with the same
+  information, counts it in the ``nonfinite_skips`` scalar, and goes on; after
+  ``SOLVER.NONFINITE_MAX_SKIPS`` skips in one run it raises as ``"error"`` does.
+
+With several processes the decision is taken together (an all-reduce of the flag), so every
+process skips or raises at the same step and DDP never waits on a missing backward pass.
+"""
+
+import logging
+import time
+from typing import Dict, List
+
+import torch
+import torch.distributed as dist
+from detectron2.engine import AMPTrainer, SimpleTrainer
+from detectron2.utils import comm
+from detectron2.utils.events import get_event_storage
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "NONFINITE_MODES",
+    "GuardedAMPTrainer",
+    "GuardedSimpleTrainer",
+    "NonFiniteLossError",
+    "NonFiniteLossGuard",
+]
+
+NONFINITE_MODES = ("error", "skip")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term was NaN or Inf; the message names the iteration, the terms and the images."""
+
+
+def _image_names(data) -> List[str]:
+    names = []
+    for d in data if isinstance(data, (list, tuple)) else []:
+        if isinstance(d, dict):
+            name = d.get("image_id", d.get("file_name"))
+            names.append(str(name) if name is not None else "?")
+    return names
+
+
+class NonFiniteLossGuard:
+    """Checks a step's losses; see the module docstring.
+
+    Args:
+        mode: ``"error"`` or ``"skip"``.
+        max_skips: skips allowed in one run before raising.
+    """
+
+    def __init__(self, mode: str = "error", max_skips: int = 100):
+        if mode not in NONFINITE_MODES:
+            raise ValueError(
+                f"SOLVER.NONFINITE_LOSS must be one of {NONFINITE_MODES}, got {mode!r}"
+            )
+        self.mode = mode
+        self.max_skips = max_skips
+        self.skipped = 0
+
+    def check(self, loss_dict: Dict[str, torch.Tensor], data, iteration: int) -> bool:
+        """Returns True if the step can go on, False if it is to be skipped; raises
+        :class:`NonFiniteLossError` otherwise."""
+        bad = {
+            k: float(v.detach().float().sum())
+            for k, v in loss_dict.items()
+            if not bool(torch.isfinite(v.detach()).all())
+        }
+        if not self._any_process(bool(bad), loss_dict):
+            return True
+        reports = comm.all_gather({"terms": bad, "images": _image_names(data)})
+        terms = {}
+        for report in reports:
+            terms.update(report["terms"])
+        images = [name for report in reports for name in report["images"]]
+        message = (
+            f"Non-finite loss at iteration {iteration}: "
+            + ", ".join(f"{k}={v}" for k, v in sorted(terms.items()))
+            + f"; images of the batch: {images}"
+        )
+        if self.mode == "skip" and self.skipped < self.max_skips:
+            self.skipped += 1
+            logger.warning(
+                f"{message}. Skipped the step (SOLVER.NONFINITE_LOSS='skip'; "
+                f"{self.skipped} of at most {self.max_skips})."
+            )
+            get_event_storage().put_scalar("nonfinite_skips", self.skipped, smoothing_hint=False)
+            return False
+        if self.mode == "skip":
+            message += f". {self.skipped} steps were skipped already (SOLVER.NONFINITE_MAX_SKIPS)"
+        raise NonFiniteLossError(
+            message + ". The weights were not updated by this step; the last checkpoint is "
+            "intact (resume with --resume)."
+        )
+
+    @staticmethod
+    def _any_process(flag: bool, loss_dict) -> bool:
+        if comm.get_world_size() == 1:
+            return flag
+        device = next(iter(loss_dict.values())).device if loss_dict else "cpu"
+        if dist.get_backend() == "nccl":
+            device = torch.device("cuda", torch.cuda.current_device())
+        value = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item() > 0)
+
+
+def _sum_losses(loss_dict):
+    if isinstance(loss_dict, torch.Tensor):
+        return loss_dict, {"total_loss": loss_dict}
+    return sum(loss_dict.values()), loss_dict
+
+
+class GuardedSimpleTrainer(SimpleTrainer):
+    """``SimpleTrainer`` whose step checks the losses before backward (see the module)."""
+
+    def __init__(self, model, data_loader, optimizer, guard: NonFiniteLossGuard):
+        super().__init__(model, data_loader, optimizer)
+        self.guard = guard
+
+    def run_step(self):
+        assert self.model.training, "[GuardedSimpleTrainer] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        losses, loss_dict = _sum_losses(self.model(data))
+        if not self.guard.check(loss_dict, data, self.iter):
+            self.optimizer.zero_grad()
+            return
+        self.optimizer.zero_grad()
+        losses.backward()
+        self._write_metrics(loss_dict, data_time)
+        self.optimizer.step()
+
+
+class GuardedAMPTrainer(AMPTrainer):
+    """``AMPTrainer`` whose step checks the losses before backward (see the module)."""
+
+    def __init__(self, model, data_loader, optimizer, guard: NonFiniteLossGuard):
+        super().__init__(model, data_loader, optimizer)
+        self.guard = guard
+
+    def run_step(self):
+        assert self.model.training, "[GuardedAMPTrainer] model was changed to eval mode!"
+        assert torch.cuda.is_available(), "[GuardedAMPTrainer] CUDA is required for AMP training!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        with torch.autocast("cuda"):
+            losses, loss_dict = _sum_losses(self.model(data))
+        if not self.guard.check(loss_dict, data, self.iter):
+            self.optimizer.zero_grad()
+            return
+        self.optimizer.zero_grad()
+        self.grad_scaler.scale(losses).backward()
+        self._write_metrics(loss_dict, data_time)
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
