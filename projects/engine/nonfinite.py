@@ -16,6 +16,7 @@ With several processes the decision is taken together (an all-reduce of the flag
 process skips or raises at the same step and DDP never waits on a missing backward pass.
 """
 
+import contextlib
 import logging
 import time
 from typing import Dict, List
@@ -116,13 +117,29 @@ class NonFiniteLossGuard:
         return bool(value.item() > 0)
 
 
-def _sum_losses(loss_dict):
-    if isinstance(loss_dict, torch.Tensor):
-        return loss_dict, {"total_loss": loss_dict}
-    return sum(loss_dict.values()), loss_dict
+class _GuardedStep:
+    """The part of a guarded step before backward: data, forward (in ``autocast``), check."""
+
+    guard: NonFiniteLossGuard
+
+    def _checked_forward(self, autocast):
+        """Returns ``(total loss, loss dict, data time)``, or None for a skipped step."""
+        assert self.model.training, f"[{type(self).__name__}] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        with autocast:
+            loss_dict = self.model(data)
+            if isinstance(loss_dict, torch.Tensor):
+                loss_dict = {"total_loss": loss_dict}
+            losses = sum(loss_dict.values())
+        self.optimizer.zero_grad()
+        if not self.guard.check(loss_dict, data, self.iter):
+            return None
+        return losses, loss_dict, data_time
 
 
-class GuardedSimpleTrainer(SimpleTrainer):
+class GuardedSimpleTrainer(_GuardedStep, SimpleTrainer):
     """``SimpleTrainer`` whose step checks the losses before backward (see the module)."""
 
     def __init__(self, model, data_loader, optimizer, guard: NonFiniteLossGuard):
@@ -130,21 +147,16 @@ class GuardedSimpleTrainer(SimpleTrainer):
         self.guard = guard
 
     def run_step(self):
-        assert self.model.training, "[GuardedSimpleTrainer] model was changed to eval mode!"
-        start = time.perf_counter()
-        data = next(self._data_loader_iter)
-        data_time = time.perf_counter() - start
-        losses, loss_dict = _sum_losses(self.model(data))
-        if not self.guard.check(loss_dict, data, self.iter):
-            self.optimizer.zero_grad()
+        step = self._checked_forward(contextlib.nullcontext())
+        if step is None:
             return
-        self.optimizer.zero_grad()
+        losses, loss_dict, data_time = step
         losses.backward()
         self._write_metrics(loss_dict, data_time)
         self.optimizer.step()
 
 
-class GuardedAMPTrainer(AMPTrainer):
+class GuardedAMPTrainer(_GuardedStep, AMPTrainer):
     """``AMPTrainer`` whose step checks the losses before backward (see the module)."""
 
     def __init__(self, model, data_loader, optimizer, guard: NonFiniteLossGuard):
@@ -152,17 +164,11 @@ class GuardedAMPTrainer(AMPTrainer):
         self.guard = guard
 
     def run_step(self):
-        assert self.model.training, "[GuardedAMPTrainer] model was changed to eval mode!"
         assert torch.cuda.is_available(), "[GuardedAMPTrainer] CUDA is required for AMP training!"
-        start = time.perf_counter()
-        data = next(self._data_loader_iter)
-        data_time = time.perf_counter() - start
-        with torch.autocast("cuda"):
-            losses, loss_dict = _sum_losses(self.model(data))
-        if not self.guard.check(loss_dict, data, self.iter):
-            self.optimizer.zero_grad()
+        step = self._checked_forward(torch.autocast("cuda"))
+        if step is None:
             return
-        self.optimizer.zero_grad()
+        losses, loss_dict, data_time = step
         self.grad_scaler.scale(losses).backward()
         self._write_metrics(loss_dict, data_time)
         self.grad_scaler.step(self.optimizer)
