@@ -273,6 +273,39 @@ class COCOBoundaryEvaluator(COCOEvaluator):
             coco_eval, self._metadata.get("thing_classes")
         )
 
+    def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
+        if coco_eval is not None:
+            return super()._derive_coco_results(coco_eval, iou_type, class_names=class_names)
+        metrics = (
+            ("AP", "AP50", "AP75", "APm", "APl") if iou_type == "keypoints" else BOUNDARY_METRICS
+        )
+        return self._no_prediction_results(metrics, class_names)
+
+    def _no_prediction_results(self, metrics, class_names=None):
+        """Results when the model predicted nothing on any image (pycocotools cannot load an
+        empty result list, and Detectron2 reports NaN): AP is 0 wherever there is ground truth
+        to find, NaN only where there is none (COCOeval's convention), per class too."""
+        annotations = [
+            a for a in self._coco_api.dataset.get("annotations", []) if not a.get("iscrowd", 0)
+        ]
+        areas = np.array([a.get("area", 0.0) for a in annotations], dtype=np.float64)
+        present = {
+            "AP": areas.size > 0,
+            "AP50": areas.size > 0,
+            "AP75": areas.size > 0,
+            "APs": bool((areas < 32**2).any()),
+            "APm": bool(((areas >= 32**2) & (areas < 96**2)).any()),
+            "APl": bool((areas >= 96**2).any()),
+        }
+        logger.warning("No predictions from the model: AP is 0 where there is ground truth")
+        results = {m: 0.0 if present[m] else float("nan") for m in metrics}
+        if class_names and len(class_names) > 1:
+            with_gt = {a["category_id"] for a in annotations}
+            category_ids = sorted(self._coco_api.getCatIds())
+            for name, category_id in zip(class_names, category_ids):
+                results[f"AP-{name}"] = 0.0 if category_id in with_gt else float("nan")
+        return results
+
     def _unmap_category_ids(self, results):
         """Contiguous model class ids -> dataset category ids, in place."""
         mapping = getattr(self._metadata, "thing_dataset_id_to_contiguous_id", None)
@@ -290,8 +323,7 @@ class COCOBoundaryEvaluator(COCOEvaluator):
     def _boundary_results(self, coco_eval, class_names=None):
         """Percent metrics (NaN where not computable) and per-class AP of the boundary run."""
         if coco_eval is None:
-            logger.warning("No predictions from the model: boundary AP is NaN")
-            return {m: float("nan") for m in BOUNDARY_METRICS}
+            return self._no_prediction_results(BOUNDARY_METRICS, class_names)
         stats = coco_eval_stats(coco_eval)
         results = {m: stats[m] * 100 if stats[m] >= 0 else float("nan") for m in BOUNDARY_METRICS}
         logger.info("Evaluation results for boundary: \n" + create_small_table(results))
