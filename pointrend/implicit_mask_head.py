@@ -25,6 +25,7 @@ from .point_features import (
 )
 from .point_head import build_point_head
 from .subdivision import subdivide_masks
+from .uncertainty import own_class_logits
 
 logger = logging.getLogger(__name__)
 
@@ -163,16 +164,10 @@ class RenderImplicitMaskHead(nn.Module):
         boxes = [x.pred_boxes for x in instances]
         parameters = self._parameters_of(features, boxes)
         classes = torch.cat([x.pred_classes for x in instances])
-
-        def own_class_logits(points: Tensor) -> Tensor:  # (R, P, 2) -> (R, 1, P)
-            logits = self._point_logits(features, boxes, points, parameters)
-            if logits.shape[1] == 1:
-                return logits
-            index = classes.view(-1, 1, 1).expand(-1, 1, logits.shape[2])
-            return logits.gather(1, index)
-
         mask_logits = subdivide_masks(
-            own_class_logits,
+            lambda points: own_class_logits(
+                self._point_logits(features, boxes, points, parameters), classes
+            ),
             classes.shape[0],
             parameters.device,
             self.subdivision_init_resolution,

@@ -11,6 +11,8 @@ from detectron2.utils.registry import Registry
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .uncertainty import own_class_logits
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["POINTREND_POINT_HEAD_REGISTRY", "RenderPointHead", "build_point_head"]
@@ -109,10 +111,7 @@ class RenderPointHead(nn.Module):
         autograd = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
         if autograd or self.exact:
             logits = self._forward_concat(fine_grained_features, coarse_features)
-            if classes is None or logits.shape[1] == 1:
-                return logits
-            index = classes.view(-1, 1, 1).expand(-1, 1, logits.shape[2])
-            return logits.gather(1, index)
+            return logits if classes is None else own_class_logits(logits, classes)
         return self._forward_rows(fine_grained_features, coarse_features, classes)
 
     def _forward_concat(self, fine_grained_features: Tensor, coarse_features: Tensor) -> Tensor:
@@ -199,47 +198,62 @@ class RenderPointHead(nn.Module):
         Returns:
             Tensor: as :meth:`forward`.
         """
-        num_rows, _, num_points = fine_term.shape
-        fine, coarse = _rows(fine_term), _rows(coarse_terms)
         _, bias = self._coarse_weight_and_bias(classes)
-        row_classes = self._row_classes(classes, num_points)
-        blocks = []
-        step = _row_block(fine)
-        for start in range(0, fine.shape[0], step):
-            stop = start + step
-            cls = None if row_classes is None else row_classes[start:stop]
-            pre = coarse[start:stop, : len(bias)] + bias  # the padding is left out
-            if cls is not None:
-                own = coarse[start:stop, len(bias) : len(bias) + 1]
-                pre = torch.cat((pre, own + self.predictor.bias[cls, None]), dim=1)
-            blocks.append(self._mlp_block(fine[start:stop], pre, cls, projected=True))
-        width = 1 if row_classes is not None else self.predictor.out_channels
-        return _unrows(blocks, num_rows, num_points, width, coarse_terms)
+
+        def pre(coarse: Tensor, cls: Optional[Tensor]) -> Tensor:
+            hidden = coarse[:, : len(bias)] + bias  # the padding is left out
+            if cls is None:
+                return hidden
+            own = coarse[:, len(bias) : len(bias) + 1] + self.predictor.bias[cls, None]
+            return torch.cat((hidden, own), dim=1)
+
+        return self._in_blocks(fine_term, coarse_terms, classes, pre, projected=True)
 
     def _forward_rows(
         self, fine_features: Tensor, coarse_features: Tensor, classes: Optional[Tensor]
     ) -> Tensor:
         """:meth:`forward`'s inference computation (see the notes above)."""
-        num_rows, _, num_points = fine_features.shape
-        fine, coarse = _rows(fine_features), _rows(coarse_features)
         weight, bias = self._coarse_weight_and_bias(classes)
-        row_classes = self._row_classes(classes, num_points)
         predictor = self._predictor_coarse_weight()
+
+        def pre(coarse: Tensor, cls: Optional[Tensor]) -> Tensor:
+            hidden = torch.addmm(bias, coarse, weight.t())
+            if cls is None:
+                return hidden
+            own = self.predictor.bias[cls, None]  # + the own-class column of the predictor's
+            if predictor is not None:
+                own = own + (coarse * predictor[cls]).sum(1, keepdim=True)
+            return torch.cat((hidden, own), dim=1)
+
+        return self._in_blocks(fine_features, coarse_features, classes, pre, projected=False)
+
+    def _in_blocks(self, fine: Tensor, coarse: Tensor, classes, pre_fn, projected: bool) -> Tensor:
+        """Run :meth:`_mlp_block` over blocks of ``(R * P)`` rows.
+
+        Args:
+            fine, coarse: ``(R, C_f, P)`` and ``(R, C_c, P)``.
+            classes: as in :meth:`forward`.
+            pre_fn: ``(coarse rows (n, C_c), row classes (n,) or None) -> (n, T)``, the
+                coarse terms plus biases of each layer (see :meth:`_mlp_block`).
+            projected: whether ``fine`` is the first layer's fine term.
+
+        Returns:
+            Tensor: as :meth:`forward`.
+        """
+        num_rows, _, num_points = fine.shape
+        fine_rows, coarse_rows = _rows(fine), _rows(coarse)
+        row_classes = self._row_classes(classes, num_points)
+        step = ROW_BLOCK if fine.device.type == "cpu" else max(1, fine_rows.shape[0])
         blocks = []
-        step = _row_block(fine)
-        for start in range(0, fine.shape[0], step):
-            stop = start + step
-            c = coarse[start:stop]
-            cls = None if row_classes is None else row_classes[start:stop]
-            pre = torch.addmm(bias, c, weight.t())
-            if cls is not None:  # the own-class coarse term: one column of the predictor's
-                own = self.predictor.bias[cls, None]
-                if predictor is not None:
-                    own = own + (c * predictor[cls]).sum(1, keepdim=True)
-                pre = torch.cat((pre, own), dim=1)
-            blocks.append(self._mlp_block(fine[start:stop], pre, cls, projected=False))
+        for start in range(0, fine_rows.shape[0], step):
+            cls = None if row_classes is None else row_classes[start : start + step]
+            pre = pre_fn(coarse_rows[start : start + step], cls)
+            blocks.append(self._mlp_block(fine_rows[start : start + step], pre, cls, projected))
         width = 1 if row_classes is not None else self.predictor.out_channels
-        return _unrows(blocks, num_rows, num_points, width, coarse_features)
+        if not blocks:
+            return coarse.new_zeros((num_rows, width, num_points))
+        rows = torch.cat(blocks) if len(blocks) != 1 else blocks[0]
+        return rows.view(num_rows, num_points, -1).transpose(1, 2)
 
     def _coarse_weight_and_bias(self, classes: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
         """Coarse columns ``(T', coarse_pred_channels)`` and biases ``(T',)`` of the hidden layers
@@ -307,24 +321,10 @@ def _rows(x: Tensor) -> Tensor:
     return x.transpose(1, 2).reshape(-1, x.shape[1])
 
 
-def _unrows(
-    blocks: List[Tensor], num_rows: int, num_points: int, width: int, like: Tensor
-) -> Tensor:
-    """Blocks of ``(n, width)`` rows -> ``(R, width, P)`` (zeros of ``like``'s kind if none)."""
-    if not blocks:
-        return like.new_zeros((num_rows, width, num_points))
-    rows = torch.cat(blocks) if len(blocks) != 1 else blocks[0]
-    return rows.view(num_rows, num_points, -1).transpose(1, 2)
-
-
-# Rows per block in RenderPointHead's CPU inference: activations of a block (a few MB) stay in
-# a core's cache through the MLP (1024-2048 ran fastest of 1024-16384 on a 2 MB-L2 CPU).
+# Rows per block in RenderPointHead's CPU inference (a GPU takes all rows at once): activations
+# of a block (a few MB) stay in a core's cache through the MLP (1024-2048 ran fastest of
+# 1024-16384 on a 2 MB-L2 CPU).
 ROW_BLOCK = 2048
-
-
-def _row_block(rows: Tensor) -> int:
-    """Rows per block: :data:`ROW_BLOCK` on the CPU, all at once on a GPU (few, large kernels)."""
-    return ROW_BLOCK if rows.device.type == "cpu" else max(1, rows.shape[0])
 
 
 def build_point_head(cfg, input_shape: ShapeSpec, **overrides) -> nn.Module:

@@ -5,7 +5,22 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["instance_mask_uncertainty", "semantic_uncertainty"]
+__all__ = ["instance_mask_uncertainty", "own_class_logits", "semantic_uncertainty"]
+
+
+def own_class_logits(logits: Tensor, classes: Optional[Tensor]) -> Tensor:
+    """Each box's own-class channel of class-specific logits.
+
+    Args:
+        logits: ``(R, C, ...)``, or ``(R, 1, ...)`` (class-agnostic: returned as is).
+        classes: ``(R,)``; unused for class-agnostic logits.
+
+    Returns:
+        Tensor: ``(R, 1, ...)``.
+    """
+    if logits.shape[1] == 1:
+        return logits
+    return logits[torch.arange(logits.shape[0], device=logits.device), classes].unsqueeze(1)
 
 
 def instance_mask_uncertainty(logits: Tensor, classes: Optional[Tensor]) -> Tensor:
@@ -20,11 +35,7 @@ def instance_mask_uncertainty(logits: Tensor, classes: Optional[Tensor]) -> Tens
     Returns:
         Tensor: ``-|logit|``, shape ``(R, 1, ...)``.
     """
-    if logits.shape[1] == 1:
-        own = logits
-    else:
-        own = logits[torch.arange(logits.shape[0], device=logits.device), classes].unsqueeze(1)
-    return -own.abs()
+    return -own_class_logits(logits, classes).abs()
 
 
 def semantic_uncertainty(logits: Tensor) -> Tensor:

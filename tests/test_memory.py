@@ -4,7 +4,7 @@ resident memory (no leak from caches, hooks or the visualizer).
 Every toy config (one per landed method, plus the yardstick) runs with random weights at a small
 test size through the demo's predictor and drawing. The resident set size after 300 images may
 exceed the one after the first 100 (allocator warm-up done) by at most ``BOUND_MB``: a leak of a
-drawing per image (an 96 x 128 RGB image is 37 KB, its matplotlib figure far more) or of the
+drawing per image (a 96 x 128 RGB drawing is 37 KB, its matplotlib figure far more) or of the
 model's outputs breaks it.
 """
 

@@ -73,13 +73,13 @@ class NonFiniteLossGuard:
     def check(self, loss_dict: Dict[str, torch.Tensor], data, iteration: int) -> bool:
         """Returns True if the step can go on, False if it is to be skipped; raises
         :class:`NonFiniteLossError` otherwise."""
+        if not self._any_nonfinite(loss_dict):
+            return True
         bad = {
             k: float(v.detach().float().sum())
             for k, v in loss_dict.items()
             if not bool(torch.isfinite(v.detach()).all())
         }
-        if not self._any_process(bool(bad), loss_dict):
-            return True
         reports = comm.all_gather({"terms": bad, "images": _image_names(data)})
         terms = {}
         for report in reports:
@@ -106,15 +106,16 @@ class NonFiniteLossGuard:
         )
 
     @staticmethod
-    def _any_process(flag: bool, loss_dict) -> bool:
-        if comm.get_world_size() == 1:
-            return flag
-        device = next(iter(loss_dict.values())).device if loss_dict else "cpu"
-        if dist.get_backend() == "nccl":
-            device = torch.device("cuda", torch.cuda.current_device())
-        value = torch.tensor([1.0 if flag else 0.0], device=device)
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return bool(value.item() > 0)
+    def _any_nonfinite(loss_dict: Dict[str, torch.Tensor]) -> bool:
+        """Whether any process has a non-finite loss term: one flag per step, reduced over the
+        processes (one host sync, plus one all-reduce with several processes)."""
+        flag = torch.stack([~torch.isfinite(v.detach()).all() for v in loss_dict.values()]).any()
+        if comm.get_world_size() > 1:
+            flag = flag.float()
+            if dist.get_backend() == "nccl":
+                flag = flag.to(torch.device("cuda", torch.cuda.current_device()))
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag)
 
 
 class _GuardedStep:
