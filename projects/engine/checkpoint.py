@@ -4,6 +4,7 @@ import collections.abc
 import logging
 import os
 import pickle
+import re
 import tempfile
 
 import numpy as np
@@ -56,6 +57,10 @@ def _is_weights_only_refusal(error):
 
 def _is_tensor_like(value):
     return isinstance(value, (torch.Tensor, np.ndarray, np.generic))
+
+
+# The temporary files of atomic_write: "." + target name + "." + mkstemp's 8 random characters.
+_TEMPORARY_FILE = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]{8}$")
 
 
 def atomic_write(path, write):
@@ -233,6 +238,31 @@ class ProjectCheckpointer(DetectionCheckpointer):
             os.path.join(self.save_dir, "last_checkpoint"),
             lambda f: f.write(last_filename_basename.encode("utf-8")),
         )
+
+    def remove_incomplete_files(self):
+        """Delete the temporary files of saves that were killed before they completed.
+
+        A process killed during :meth:`save` (``SIGKILL``, power loss) leaves a hidden
+        ``.<name>.pth.XXXXXXXX`` beside the checkpoints: never loaded, but as large as a
+        checkpoint. Call this on the main process only, before training (re)starts.
+
+        Returns:
+            list[str]: the paths removed.
+        """
+        if not self.save_dir or "://" in self.save_dir or not os.path.isdir(self.save_dir):
+            return []
+        removed = []
+        for name in sorted(os.listdir(self.save_dir)):
+            match = _TEMPORARY_FILE.match(name)
+            if not match or not (
+                match["target"].endswith(".pth") or match["target"] == "last_checkpoint"
+            ):
+                continue
+            path = os.path.join(self.save_dir, name)
+            os.remove(path)
+            removed.append(path)
+            self.logger.warning("Removed %s, left by a checkpoint save that did not finish", path)
+        return removed
 
 
 def load_weights_for_evaluation(cfg, model, resume=False):

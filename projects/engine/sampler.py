@@ -26,6 +26,7 @@ from detectron2.data.samplers import RepeatFactorTrainingSampler
 from detectron2.utils import comm
 
 from .rng import isolated_rng
+from .worker_faults import ReportingDataLoader, WorkerProgress
 
 logger = logging.getLogger(__name__)
 
@@ -125,13 +126,16 @@ class SeededMapDataset(torchdata.Dataset):
     The global random states are saved before and restored after each sample, so mapping in
     the main process (``NUM_WORKERS: 0``) does not disturb the model's random stream. When the
     mapper returns None (an image it cannot use), another index is drawn from the same seed.
+    Each worker records the index it is mapping in ``progress``, so that a worker that dies is
+    reported with its sample (:mod:`projects.engine.worker_faults`).
     """
 
-    def __init__(self, dataset, mapper, seed, rank=0):
+    def __init__(self, dataset, mapper, seed, rank=0, progress=None):
         self.dataset = dataset
         self.mapper = mapper
         self.seed = seed
         self.rank = rank
+        self.progress = progress or WorkerProgress(0)
 
     def __len__(self):
         return len(self.dataset)
@@ -141,7 +145,8 @@ class SeededMapDataset(torchdata.Dataset):
         with isolated_rng(sample_seed(self.seed, self.rank, position)):
             generator = torch.Generator().manual_seed(sample_seed(self.seed, self.rank, position))
             for _ in range(_MAX_MAP_ATTEMPTS):
-                data = self.mapper(self.dataset[index])
+                with self.progress.mapping(index):
+                    data = self.mapper(self.dataset[index])
                 if data is not None:
                     return data
                 logger.warning("Mapper returned None for sample %d; drawing another one", index)
@@ -176,8 +181,8 @@ def build_resumable_train_loader(cfg, mapper, seed=None):
         seed (int or None): index-stream seed; None: :func:`training_seed`.
 
     Returns:
-        torch.utils.data.DataLoader: yields lists of mapped dicts; its ``batch_sampler`` is the
-        :class:`ResumableBatchSampler`.
+        ReportingDataLoader: yields lists of mapped dicts; its ``batch_sampler`` is the
+        :class:`ResumableBatchSampler`; a worker that dies is reported with its sample.
     """
     dicts = get_detection_dataset_dicts(
         cfg.DATASETS.TRAIN,
@@ -217,9 +222,13 @@ def build_resumable_train_loader(cfg, mapper, seed=None):
         group_ids=aspect_ratio_group_ids(dicts) if cfg.DATALOADER.ASPECT_RATIO_GROUPING else None,
         repeat_factors=repeat_factors,
     )
-    dataset = SeededMapDataset(DatasetFromList(dicts), mapper, seed, rank)
-    return torchdata.DataLoader(
+    records = DatasetFromList(dicts)
+    progress = WorkerProgress(cfg.DATALOADER.NUM_WORKERS)
+    dataset = SeededMapDataset(records, mapper, seed, rank, progress)
+    return ReportingDataLoader(
         dataset,
+        progress=progress,
+        records=records,
         batch_sampler=sampler,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
         collate_fn=_trivial_batch_collator,

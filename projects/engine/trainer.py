@@ -11,12 +11,19 @@ What v0.6's ``DefaultTrainer`` does not do and this one does:
 * DDP gets no ``device_ids`` for a CPU model, and ``nn.SyncBatchNorm`` becomes
   ``NaiveSyncBatchNorm`` when several processes train on the CPU (gloo);
 * a NaN / Inf loss is caught before the backward pass and reported with the iteration, the loss
-  terms and the batch's images, or the step is skipped (:mod:`projects.engine.nonfinite`).
+  terms and the batch's images, or the step is skipped (:mod:`projects.engine.nonfinite`);
+* a data-loader worker that dies is reported with the sample it was mapping
+  (:mod:`projects.engine.worker_faults`);
+* on resume, the temporary files of a save that was killed are removed, ``metrics.json``
+  drops the records of the iterations that will be trained again (and a line cut by a kill), and
+  the recent history of every smoothed scalar comes back from the checkpoint, so the logged
+  (median-smoothed) losses equal the uninterrupted run's.
 
 A run stopped after iteration ``k`` and resumed from its checkpoint then computes the same losses
 as a run that never stopped (for a fixed ``SEED``; on the CPU, bit for bit).
 """
 
+import json
 import logging
 import os
 import weakref
@@ -38,8 +45,12 @@ from .optimizer import build_optimizer
 from .rng import capture_rng_state, isolated_rng, restore_rng_state
 from .sampler import build_resumable_train_loader
 from .syncbn import convert_sync_batchnorm_for_cpu, needs_cpu_syncbn
+from .worker_faults import report_worker_failures
 
 logger = logging.getLogger(__name__)
+
+# Values per smoothed scalar a checkpoint keeps (Detectron2's writers smooth over 20).
+METRIC_HISTORY = 100
 
 
 class _RNGSnapshot(hooks.HookBase):
@@ -53,6 +64,34 @@ class _RNGSnapshot(hooks.HookBase):
         it = self.trainer.iter
         if (self._period > 0 and (it + 1) % self._period == 0) or it >= self.trainer.max_iter - 1:
             self.trainer.rng_states = comm.all_gather(capture_rng_state())
+
+
+def drop_metrics_from(path, start_iter):
+    """Remove from the JSON-lines file ``path`` the records of iterations ``>= start_iter`` and
+    lines that are not JSON (one cut short by a kill); rewrites the file in place, so that a
+    writer holding it open in append mode goes on at its new end.
+
+    Returns:
+        int: the number of lines removed.
+    """
+    if not os.path.isfile(path):
+        return 0
+    with open(path, "r+") as f:
+        lines = f.read().splitlines()
+        kept = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("iteration", -1) >= start_iter:
+                continue
+            kept.append(line)
+        if len(kept) != len(lines):
+            f.seek(0)
+            f.write("".join(line + "\n" for line in kept))
+            f.truncate()
+    return len(lines) - len(kept)
 
 
 class Trainer(DefaultTrainer):
@@ -93,6 +132,7 @@ class Trainer(DefaultTrainer):
         self.cfg = cfg
         self.rng_states = None
         self._pending_rng_states = None
+        self._pending_metric_history = None
         self.register_hooks(self.build_hooks())
 
     @staticmethod
@@ -108,6 +148,14 @@ class Trainer(DefaultTrainer):
         sampler = self.data_loader.batch_sampler
         ret["data_stream"] = {"seed": sampler.seed, "world_size": sampler.world_size}
         ret["rng"] = self.rng_states or [capture_rng_state()]
+        storage = getattr(self, "storage", None)
+        if storage is not None:
+            hints = storage.smoothing_hints()
+            ret["metric_history"] = {
+                name: buffer.values()[-METRIC_HISTORY:]
+                for name, buffer in storage.histories().items()
+                if hints.get(name)
+            }
         if isinstance(self._trainer, AMPTrainer):
             ret["grad_scaler"] = self._trainer.grad_scaler.state_dict()
         return ret
@@ -127,6 +175,7 @@ class Trainer(DefaultTrainer):
             sampler.seed = stream["seed"]
             self.data_loader.dataset.seed = stream["seed"]
         self._pending_rng_states = state_dict.get("rng")
+        self._pending_metric_history = state_dict.get("metric_history")
         if "grad_scaler" in state_dict and isinstance(self._trainer, AMPTrainer):
             self._trainer.grad_scaler.load_state_dict(state_dict["grad_scaler"])
 
@@ -134,10 +183,22 @@ class Trainer(DefaultTrainer):
         """Load the last checkpoint (``resume`` and one exists: everything, and the data loader
         and random states continue where they stopped) or ``MODEL.WEIGHTS`` (model only)."""
         self._pending_rng_states = None
+        if resume and comm.is_main_process():
+            self.checkpointer.remove_incomplete_files()
         super().resume_or_load(resume=resume)
         if self.start_iter > 0:
             self.data_loader.batch_sampler.set_start_iter(self.start_iter)
             self._restart_data_loader_iterator()
+            if comm.is_main_process():
+                metrics = os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")
+                dropped = drop_metrics_from(metrics, self.start_iter)
+                if dropped:
+                    logger.info(
+                        "Resuming at iteration %d: removed %d later record(s) from %s",
+                        self.start_iter,
+                        dropped,
+                        metrics,
+                    )
         if self._pending_rng_states:
             states = self._pending_rng_states
             rank = comm.get_rank()
@@ -162,9 +223,29 @@ class Trainer(DefaultTrainer):
         ret.insert(position, _RNGSnapshot(self.cfg.SOLVER.CHECKPOINT_PERIOD))
         return ret
 
+    def before_train(self):
+        history = self._pending_metric_history
+        if history:  # put back the smoothing windows of the resumed run
+            for name, values in history.items():
+                for value, iteration in values:
+                    self.storage.histories()[name].update(value, iteration)
+                self.storage.smoothing_hints()[name] = True
+            self._pending_metric_history = None
+        super().before_train()
+
     def train(self):
-        """Run training; returns the last evaluation results (None if there were none)."""
-        super().train()
+        """Run training; returns the last evaluation results (None if there were none).
+
+        Raises:
+            DataLoaderWorkerError: a data-loader worker died; names the sample it was mapping.
+        """
+        loader = self.data_loader
+        progress = getattr(loader, "progress", None)
+        if progress is None:
+            super().train()
+        else:
+            with report_worker_failures(progress, loader.records):
+                super().train()
         return getattr(self, "_last_eval_results", None)
 
     # ------------------------------------------------------------------ builders
