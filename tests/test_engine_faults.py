@@ -78,12 +78,12 @@ def dataset(tmp_path_factory):
     return f"coco_format:{json_path}:{image_dir}"
 
 
-def _run(cfg_file, out_dir, fault=None, resume=False):
+def _run(cfg_file, out_dir, fault=None, resume=False, stage=0):
     args = [sys.executable, "-c", _DRIVER, "--config-file", cfg_file]
     args += ["--resume"] if resume else []
     args += ["OUTPUT_DIR", str(out_dir)]
     env = dict(os.environ, FAULT=fault or "none:")
-    log = out_dir.parent / f"{out_dir.name}{'_resume' if resume else ''}.log"
+    log = out_dir.parent / f"{out_dir.name}_{stage}.log"
     with open(log, "w") as f:
         proc = subprocess.run(args, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
     return proc.returncode, log.read_text()
@@ -116,35 +116,35 @@ def uninterrupted(tmp_path_factory, dataset):
     return _final_weights(out), _loss_records(out)
 
 
-@pytest.mark.parametrize(
-    "fault, last_complete",
-    [
-        ("write:model_0000003.pth", "model_0000001.pth"),
-        ("write:last_checkpoint@2", "model_0000001.pth"),
-        ("tag:model_0000003.pth", "model_0000001.pth"),
-        ("step:4", "model_0000003.pth"),
-    ],
-)
-def test_sigkill_then_resume_equals_uninterrupted_run(
-    tmp_path, dataset, uninterrupted, fault, last_complete
+# Each stage resumes the previous one with a fault; the last completes. Checkpoints (period 2):
+# model_0000001 after iteration 1, model_0000003 after 3, model_0000005 and model_final after 5.
+_STAGES = [
+    # (fault, iteration the stage starts at, last_checkpoint after it, a temporary file left)
+    ("step:2", 0, "model_0000001.pth", False),  # killed between checkpoints
+    ("write:model_0000003.pth", 2, "model_0000001.pth", True),  # halfway through the checkpoint
+    ("tag:model_0000003.pth", 2, "model_0000001.pth", False),  # checkpoint complete, not named
+    ("write:last_checkpoint", 2, "model_0000001.pth", True),  # halfway through naming it
+    ("step:4", 2, "model_0000003.pth", False),
+    (None, 4, "model_final.pth", False),
+]
+
+
+def test_sigkill_at_any_moment_then_resume_equals_uninterrupted_run(
+    tmp_path, dataset, uninterrupted
 ):
     cfg_file, out = _cfg_file(tmp_path, dataset), tmp_path / "out"
-    rc, log = _run(cfg_file, out, fault=fault)
-    assert rc == -signal.SIGKILL, log[-3000:]
-    assert (out / "last_checkpoint").read_text() == last_complete
-    stale = [p for p in os.listdir(out) if p.startswith(".")]
-    assert bool(stale) == fault.startswith("write:")  # what the kill left behind
-
-    rc, log = _run(cfg_file, out, resume=True)
-    assert rc == 0, log[-3000:]
-    start = int(last_complete[len("model_") : -len(".pth")]) + 1
-    assert f"Starting training from iteration {start}" in log
-    assert not [p for p in os.listdir(out) if p.startswith(".")]  # the stale file is gone
+    for i, (fault, start, last_complete, leaves_temporary) in enumerate(_STAGES):
+        rc, log = _run(cfg_file, out, fault=fault, resume=i > 0, stage=i)
+        assert rc == (-signal.SIGKILL if fault else 0), (fault, log[-3000:])
+        assert f"Starting training from iteration {start}" in log, fault
+        assert (out / "last_checkpoint").read_text() == last_complete, fault
+        temporaries = [p for p in os.listdir(out) if p.startswith(".")]
+        assert bool(temporaries) == leaves_temporary, (fault, temporaries)  # removed on resume
     weights, metrics = uninterrupted
     resumed = _final_weights(out)
     assert resumed.keys() == weights.keys()
     assert all(torch.equal(resumed[k], weights[k]) for k in weights)  # bit-identical on the CPU
-    assert _loss_records(out) == metrics
+    assert _loss_records(out) == metrics  # the smoothed losses logged, too
 
 
 def test_resume_drops_metrics_of_iterations_trained_again(tmp_path):
