@@ -18,8 +18,9 @@ from torchvision.ops import roi_align
 
 import projects.compat  # noqa: F401  (portable detectron2._C)
 from projects.evaluation import benchmark as bench
+from projects.evaluation import benchmark_toy as bt
 from projects.evaluation.benchmark_measure import calibrate_random_norms, load_images, summarize
-from projects.evaluation.benchmark_report import TABLE_COLUMNS
+from projects.evaluation.benchmark_report import TABLE_COLUMNS, TOY_COLUMNS
 from projects.evaluation.flop_handles import EXTRA_FLOP_HANDLES
 from projects.evaluation.mask_head_flops import conv_mask_head_flops, point_rend_mask_head_flops
 
@@ -317,3 +318,248 @@ def test_weights_for_unknown_config_is_a_clear_error(configs, tmp_path):
     argv = _argv(configs, tmp_path, "--weights", f"nosuch.yaml={configs['weights']}")
     with pytest.raises(SystemExit, match="nosuch.yaml"):
         benchmark_tool.main(argv)
+
+
+# ---------------------------------------------------------------- toy accuracy
+TOY_DIR = os.path.join(REPO, "configs", "toy")
+
+
+def test_toy_config_mapping_by_method_and_task():
+    toy = lambda name: os.path.join(TOY_DIR, name)  # noqa: E731
+    for_config = bt.toy_config_for
+    assert for_config(bench.YARDSTICK_CONFIG, "GeneralizedRCNN", TOY_DIR) == toy("mask_rcnn.yaml")
+    zoo_semantic = "zoo:Misc/semantic_R_50_FPN_1x.yaml"
+    assert for_config(zoo_semantic, "SemanticSegmentor", TOY_DIR) == toy("semantic_fpn.yaml")
+    # Every PointRend config, by the meta-architecture its file names.
+    from projects.engine.setup import load_config
+
+    for path in sorted(os.listdir(os.path.join(REPO, "configs", "PointRend"))):
+        path = os.path.join(REPO, "configs", "PointRend", path)
+        meta = load_config(path, freeze=False).MODEL.META_ARCHITECTURE
+        expected = "pointrend_semseg.yaml" if "semantic" in path.lower() else "pointrend.yaml"
+        assert for_config(path, meta, TOY_DIR) == toy(expected), path
+    assert for_config(toy("pointrend.yaml"), "GeneralizedRCNN", TOY_DIR) == toy("pointrend.yaml")
+    with pytest.raises(LookupError, match="no toy config for BlendMask .*TOY_CONFIGS"):
+        for_config("configs/BlendMask/blendmask_R_50_3x.yaml", "BlendMask", TOY_DIR)
+    assert bt.toy_config_files(TOY_DIR) == [
+        toy(n)
+        for n in ("mask_rcnn.yaml", "pointrend.yaml", "pointrend_semseg.yaml", "semantic_fpn.yaml")
+    ]
+    for tasks in bt.TOY_CONFIGS.values():  # every entry names an existing toy config
+        assert all(os.path.isfile(toy(name)) for name in tasks.values())
+
+
+def _metrics_lines(iteration, task_values, prefix=""):
+    train = {"iteration": iteration - 1, "total_loss": 1.5, "fast_rcnn/cls_accuracy": 0.9}
+    final = {"iteration": iteration}
+    for task, values in task_values.items():
+        final.update({f"{prefix}{task}/{k}": v for k, v in values.items()})
+    return [json.dumps(train), json.dumps(final)]
+
+
+def test_read_final_results_from_metrics_json(tmp_path):
+    with pytest.raises(bt.ToyRunError, match="does not exist"):
+        bt.read_final_results(str(tmp_path))
+    instance = {t: {"AP": ap, "AP50": 2 * ap, "AP-box": ap} for t, ap in
+                (("bbox", 10.5), ("segm", 7.25), ("boundary", 5.0))}  # fmt: skip
+    lines = _metrics_lines(20, {"bbox": {"AP": 1.0}}) + _metrics_lines(300, instance)
+    (tmp_path / "metrics.json").write_text("\n".join(lines) + '\n{"iteration": 30')  # cut short
+    results, iteration = bt.read_final_results(str(tmp_path))
+    assert iteration == 300 and results == instance  # the last evaluation record, nested again
+    summary = bt.summarize_results(results)
+    assert summary == {"bbox_AP": 10.5, "segm_AP": 7.25, "boundary_AP": 5.0, "mIoU": None}
+    lines = _metrics_lines(5, {"sem_seg": {"mIoU": 33.0, "fwIoU": 50.0}}, prefix="toy_sem_val/")
+    (tmp_path / "metrics.json").write_text("\n".join(lines))
+    results, iteration = bt.read_final_results(str(tmp_path))
+    assert results == {"toy_sem_val/sem_seg": {"mIoU": 33.0, "fwIoU": 50.0}}
+    assert bt.summarize_results(results)["mIoU"] == 33.0
+    (tmp_path / "metrics.json").write_text(json.dumps({"iteration": 3, "total_loss": 1.0}))
+    with pytest.raises(bt.ToyRunError, match="no evaluation results"):
+        bt.read_final_results(str(tmp_path))
+
+
+class FakeTrainNet:
+    """Stands in for the train_net.py subprocess: writes the log and metrics.json of a finished
+    run (instance or semantic results by the config's name); ``fail`` names configs that crash."""
+
+    def __init__(self, fail=(), on_call=None):
+        self.calls, self.fail, self.on_call = [], fail, on_call
+
+    def __call__(self, argv, log_path, echo):
+        config = argv[argv.index("--config-file") + 1]
+        output_dir = argv[argv.index("OUTPUT_DIR") + 1]
+        iteration = int(argv[argv.index("SOLVER.MAX_ITER") + 1]) if "SOLVER.MAX_ITER" in argv else 7
+        self.calls.append(os.path.basename(config))
+        if self.on_call:
+            self.on_call(len(self.calls))
+        with open(log_path, "w") as f:
+            f.write("fake train_net\n")
+        echo("iter: 0")
+        if os.path.basename(config) in self.fail:
+            return 1, ["Traceback (most recent call last):", "  File x", "RuntimeError: boom", ""]
+        if "sem" in os.path.basename(config):
+            results = {"sem_seg": {"mIoU": 30.0 + len(self.calls), "fwIoU": 40.0}}
+        else:
+            ap = float(len(self.calls))
+            results = {"bbox": {"AP": ap}, "segm": {"AP": ap + 0.5}, "boundary": {"AP": ap + 0.25}}
+        with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+            f.write("\n".join(_metrics_lines(iteration, results)) + "\n")
+        return 0, ["done"]
+
+
+def _table(markdown):
+    lines = [line for line in markdown.splitlines() if line.startswith("| ")]
+    split = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+    return split[0], split[1:]
+
+
+def test_toy_accuracy_only_trains_every_toy_config_and_reuses_runs(tmp_path, monkeypatch):
+    def check_incremental(call):  # when the 2nd run starts, the 1st is in the JSON already
+        if call == 2:
+            with open(tmp_path / "benchmark.json") as f:
+                rows = json.load(f)["rows"]
+            assert rows[0]["toy"]["bbox_AP"] == 1.0 and rows[1]["toy"]["pending"]
+
+    fake = FakeTrainNet(fail=("pointrend_semseg.yaml",), on_call=check_incremental)
+    monkeypatch.setattr(bt, "run_train_net", fake)
+    argv = [
+        "--toy-accuracy-only",
+        "--toy-opts",
+        "SOLVER.MAX_ITER",
+        "3",
+        "--output-dir",
+        str(tmp_path),
+    ]
+    assert benchmark_tool.main(argv) == 0
+    assert fake.calls == [
+        "mask_rcnn.yaml",
+        "pointrend.yaml",
+        "pointrend_semseg.yaml",
+        "semantic_fpn.yaml",
+    ]
+    with open(tmp_path / "benchmark.json") as f:
+        document = json.load(f)
+    assert document["complete"] and document["matmul"] is None
+    assert document["settings"]["toy"]["opts"] == ["SOLVER.MAX_ITER", "3"]
+    yard, pointrend, semseg, semantic_fpn = document["rows"]
+    assert yard["yardstick"] and yard["label"] == "d2zoo/mask_rcnn_R_50_FPN_3x"
+    assert pointrend["label"] == "PointRend/pointrend_rcnn_R_50_FPN_3x_coco"
+    assert "params" not in yard  # nothing measured
+    assert yard["toy"]["config"].endswith("configs/toy/mask_rcnn.yaml")
+    assert (yard["toy"]["bbox_AP"], yard["toy"]["segm_AP"], yard["toy"]["boundary_AP"]) == (
+        1.0,
+        1.5,
+        1.25,
+    )
+    assert yard["toy"]["iteration"] == 3 and yard["toy"]["reused"] is False
+    assert yard["toy"]["results"]["segm"] == {"AP": 1.5}
+    assert pointrend["toy"]["config"].endswith("configs/toy/pointrend.yaml")
+    assert yard["errors"] == pointrend["errors"] == {}  # check_incremental passed too
+    assert semseg["toy_only"] and semantic_fpn["toy_only"] and semantic_fpn["errors"] == {}
+    assert semantic_fpn["toy"]["mIoU"] == 34.0 and semantic_fpn["toy"]["bbox_AP"] is None
+    assert semseg["errors"]["toy"].startswith("train_net.py exited with 1: RuntimeError: boom")
+    assert "mIoU" not in semseg["toy"] and semseg["toy"]["log"].endswith("train_net.log")
+    header, rows = _table((tmp_path / "benchmark.md").read_text())
+    assert header == ["config", *TOY_COLUMNS, "status"]
+    assert rows[0] == ["d2zoo/mask_rcnn_R_50_FPN_3x (yardstick)", "toy/mask_rcnn, 3 it",
+                       "1.00", "1.50", "1.25", "-", "ok"]  # fmt: skip
+    assert rows[3] == ["toy/semantic_fpn", "toy/semantic_fpn, 3 it", "-", "-", "-", "34.00", "ok"]
+    assert rows[2][0] == "toy/pointrend_semseg" and "RuntimeError: boom" in rows[2][-1]
+    assert "toy overrides: SOLVER.MAX_ITER 3" in (tmp_path / "benchmark.md").read_text()
+
+    # Again: the finished runs are reused, the failed one is trained again.
+    fake.calls.clear()
+    fake.fail = ()
+    assert benchmark_tool.main(argv) == 0
+    assert fake.calls == ["pointrend_semseg.yaml"]
+    with open(tmp_path / "benchmark.json") as f:
+        rows = json.load(f)["rows"]
+    assert [row["toy"]["reused"] for row in rows] == [True, True, False, True]
+    assert rows[0]["toy"]["bbox_AP"] == 1.0 and rows[2]["errors"] == {}
+    assert "toy/mask_rcnn, 3 it, reused" in (tmp_path / "benchmark.md").read_text()
+    # Another budget is another config: trained again; so is everything with --toy-retrain.
+    fake.calls.clear()
+    assert benchmark_tool.main(argv[:3] + ["4"] + argv[4:]) == 0
+    assert len(fake.calls) == 4
+    fake.calls.clear()
+    assert benchmark_tool.main(argv[:3] + ["4"] + argv[4:] + ["--toy-retrain"]) == 0
+    assert len(fake.calls) == 4
+
+
+def test_toy_accuracy_columns_beside_the_measurements(configs, tmp_path, monkeypatch):
+    fake = FakeTrainNet()
+    monkeypatch.setattr(bt, "run_train_net", fake)
+    method = os.path.basename(os.path.dirname(configs["mrcnn"]))
+    monkeypatch.setitem(bt.TOY_CONFIGS, method, {"instance": "mask_rcnn.yaml"})
+    skip = ["--skip", "flops", "latency", "mask_head", "train"]
+    assert benchmark_tool.main(_argv(configs, tmp_path, *skip, "--toy-accuracy")) == 0
+    # mask_rcnn.yaml stands for the 3 configs (the broken one's config loads): trained once.
+    assert fake.calls == [
+        "mask_rcnn.yaml",
+        "pointrend.yaml",
+        "pointrend_semseg.yaml",
+        "semantic_fpn.yaml",
+    ]
+    with open(tmp_path / "benchmark.json") as f:
+        document = json.load(f)
+    labels = [row["label"] for row in document["rows"]]
+    assert labels[3:] == ["toy/pointrend", "toy/pointrend_semseg", "toy/semantic_fpn"]
+    yard, pointrend, broken = document["rows"][:3]
+    assert yard["params"] > 0 and "build" in broken["errors"] and "toy" not in broken["errors"]
+    for row in (yard, pointrend, broken):
+        assert row["toy"]["config"].endswith("mask_rcnn.yaml") and row["toy"]["segm_AP"] == 1.5
+    header, rows = _table((tmp_path / "benchmark.md").read_text())
+    assert header == TABLE_COLUMNS[:-1] + TOY_COLUMNS + ["status"]
+    assert all(len(row) == len(header) for row in rows)
+    assert rows[1][len(TABLE_COLUMNS) - 1 : -1] == [
+        "toy/mask_rcnn, 7 it",
+        "1.00",
+        "1.50",
+        "1.25",
+        "-",
+    ]
+
+
+def test_toy_config_missing_for_a_method_is_an_error_row(tmp_path, monkeypatch):
+    fake = FakeTrainNet()
+    monkeypatch.setattr(bt, "run_train_net", fake)
+    toy_dir = tmp_path / "toy"
+    toy_dir.mkdir()
+    (toy_dir / "bars.yaml").write_text("x.yaml: {}\n")
+    (toy_dir / "Base-x.yaml").write_text("SEED: 1\n")
+    (toy_dir / "x.yaml").write_text('_BASE_: "Base-x.yaml"\nMODEL:\n  DEVICE: "cpu"\n')
+    rows = [{"label": "NewMethod/a", "config": "configs/NewMethod/a.yaml", "errors": {}}]
+    rows[0]["meta_architecture"] = "NewArch"
+    settings = bt.ToySettings(toy_dir=str(toy_dir))
+    bt.run_toy_accuracy(rows, settings, str(tmp_path / "out"), lambda text: None)
+    assert "no toy config for NewMethod (instance, NewArch)" in rows[0]["errors"]["toy"]
+    assert "toy" not in rows[0] and fake.calls == ["x.yaml"]
+    assert rows[1]["label"] == "toy/x" and rows[1]["toy"]["bbox_AP"] == 1.0
+
+
+def test_toy_run_of_train_net_for_real_then_reused(tmp_path, monkeypatch):
+    """A 2-iteration run of a tiny config through the real train_net.py subprocess."""
+    json_path, image_dir = write_tiny_coco(tmp_path / "data", num_images=4)
+    data = f"coco_format:{json_path}:{image_dir}"
+    toy_dir = tmp_path / "toy"
+    toy_dir.mkdir()
+    cfg = tiny_mask_rcnn_cfg(tmp_path / "unused", data, data)
+    cfg.SOLVER.MAX_ITER, cfg.SOLVER.CHECKPOINT_PERIOD = 2, 100
+    config = write_cfg(cfg, toy_dir / "tiny.yaml")
+    output_dir = str(tmp_path / "run")
+    lines = []
+    entry = bt.train_toy_config(config, output_dir, bt.ToySettings(), lines.append)
+    assert entry["iteration"] == 2 and not entry["reused"] and entry["seconds"] > 0
+    for name in ("bbox_AP", "segm_AP", "boundary_AP"):
+        assert 0 <= entry[name] <= 100, entry
+    assert entry["mIoU"] is None and "AP50" in entry["results"]["segm"]
+    assert any("Starting training" in line for line in lines)  # the log, streamed
+    with open(os.path.join(output_dir, "train_net.log")) as f:
+        assert "Starting training" in f.read()
+
+    def no_run(*args):
+        raise AssertionError("a finished run of the same config is not trained again")
+
+    monkeypatch.setattr(bt, "run_train_net", no_run)
+    again = bt.train_toy_config(config, output_dir, bt.ToySettings(), lines.append)
+    assert again["reused"] and again["segm_AP"] == entry["segm_AP"]

@@ -5,10 +5,20 @@ python tools/benchmark.py                               # every method's paper c
 python tools/benchmark.py --configs configs/PointRend/pointrend_rcnn_R_50_FPN_3x_coco.yaml \\
     --weights PointRend/pointrend_rcnn_R_50_FPN_3x_coco=model.pth --size 800x1333 --runs 20
 python tools/benchmark.py --random-images --flop-images 2 --runs 3 --skip train   # quick look
+python tools/benchmark.py --toy-accuracy        # + box/mask/boundary AP of each method on toy data
+python tools/benchmark.py --toy-accuracy-only   # only train + evaluate every configs/toy/ config
+python tools/benchmark.py --toy-accuracy-only --toy-opts SOLVER.MAX_ITER 5   # check the plumbing
 
-Writes benchmark.{md,json,png} to --output-dir (the JSON after every config, so an interrupted
-run keeps its rows) and prints the table; progress goes to stderr. See
+Writes benchmark.{md,json,png} to --output-dir (the JSON after every config and toy run, so an
+interrupted run keeps its rows) and prints the table; progress goes to stderr. See
 projects/evaluation/benchmark.py for what is measured and how.
+
+Toy accuracy: each config's method is trained from scratch on the bundled toy data by its toy
+config (configs/toy/; which one: TOY_CONFIGS in projects/evaluation/benchmark_toy.py) with
+train_net.py, in <output-dir>/toy/<name>/ (its log streamed here and kept there as
+train_net.log), about 6.5 min per toy config on 2 CPU cores. Every toy config is trained (those
+no benchmarked config maps to get rows of their own); a finished run of the same config is
+reused unless --toy-retrain.
 """
 
 import argparse
@@ -20,6 +30,7 @@ from projects.evaluation.benchmark import (
     YARDSTICK_CONFIG,
     BenchmarkSettings,
     ConfigSpec,
+    ToySettings,
     config_label,
     default_config_specs,
     parse_size,
@@ -91,12 +102,37 @@ def build_parser():
     )
     p.add_argument("--skip", nargs="*", default=[], choices=PHASES, help="phases to skip")
     p.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n matmul ceiling")
+    p.add_argument(
+        "--toy-accuracy",
+        action="store_true",
+        help="also train and evaluate each method's toy config on the bundled toy data "
+        "(box / mask / boundary AP, mIoU for semantic; ~6.5 min per toy config on 2 CPU cores)",
+    )
+    p.add_argument(
+        "--toy-accuracy-only",
+        action="store_true",
+        help="only the toy accuracy: no config is built or measured",
+    )
+    p.add_argument(
+        "--toy-retrain",
+        action="store_true",
+        help="train the toy configs again even where <output-dir>/toy/<name>/ holds a finished "
+        "run of the same config (default: reuse it)",
+    )
+    p.add_argument(
+        "--toy-opts",
+        nargs="+",
+        default=[],
+        metavar="KEY VALUE",
+        help="overrides for every toy run (e.g. SOLVER.MAX_ITER 5 for a quick check; this "
+        "changes the shared budget, so the numbers are not the toy accuracy)",
+    )
     p.add_argument("--output-dir", default="output/benchmark", help="where benchmark.* go")
     p.add_argument(
         "--opts",
         nargs=argparse.REMAINDER,
         default=[],
-        help="KEY VALUE overrides for " "every config",
+        help="KEY VALUE overrides for every benchmarked config (the toy runs take --toy-opts)",
     )
     return p
 
@@ -139,6 +175,11 @@ def main(argv=None):
     for name in ("flop_images", "runs", "train_runs", "train_batch", "detections"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1")
+    toy_accuracy = args.toy_accuracy or args.toy_accuracy_only
+    if (args.toy_retrain or args.toy_opts) and not toy_accuracy:
+        raise SystemExit("--toy-retrain / --toy-opts need --toy-accuracy or --toy-accuracy-only")
+    if len(args.toy_opts) % 2:
+        raise SystemExit(f"--toy-opts {' '.join(args.toy_opts)}: expected KEY VALUE pairs")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     settings = BenchmarkSettings(
         size=args.size,
@@ -155,6 +196,17 @@ def main(argv=None):
         skip=tuple(args.skip),
         opts=tuple(args.opts),
         matmul_size=args.matmul_size,
+        measure=not args.toy_accuracy_only,
+        toy=(
+            ToySettings(
+                opts=tuple(args.toy_opts),
+                retrain=args.toy_retrain,
+                toy_dir=os.path.join(REPO, "configs", "toy"),
+                train_net=os.path.join(REPO, "train_net.py"),
+            )
+            if toy_accuracy
+            else None
+        ),
     )
     if args.device:
         settings.device = args.device

@@ -11,8 +11,13 @@ that error):
 4. per-box FLOPs of the mask head, for PointRend's ``RenderMaskHead``;
 5. training step time and peak memory on a synthetic batch (changes the weights: last).
 
-After each row the JSON document is rewritten atomically, so an interrupted run keeps what was
-measured. :mod:`tools.benchmark` is the command line.
+With ``settings.toy``, each row then gets its method's toy accuracy: the toy config that stands
+for the method trained and evaluated on the bundled toy data (:mod:`.benchmark_toy`; every toy
+config is trained, those no row maps to get rows of their own). ``settings.measure`` False skips
+the measurements (rows with only the toy accuracy).
+
+After each row (and each toy run) the JSON document is rewritten atomically, so an interrupted run
+keeps what was measured. :mod:`tools.benchmark` is the command line.
 """
 
 import glob
@@ -34,6 +39,7 @@ from .benchmark_measure import (
     time_training_step,
 )
 from .benchmark_report import machine_info, markdown_report, write_json, write_plot
+from .benchmark_toy import ZOO_PREFIX, ToySettings, run_toy_accuracy
 from .mask_head_flops import (
     conv_mask_head_flops,
     is_point_rend_mask_head,
@@ -46,13 +52,13 @@ __all__ = [
     "BenchmarkSettings",
     "ConfigSpec",
     "DETECTION_OVERRIDES",
+    "ToySettings",
     "YARDSTICK_CONFIG",
     "default_config_specs",
     "parse_size",
     "run_benchmark",
 ]
 
-ZOO_PREFIX = "zoo:"
 YARDSTICK_CONFIG = ZOO_PREFIX + "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"
 # Each method's paper config under configs/<Method>/; a method folder not listed here gets the
 # first match of the fallback rule in :func:`default_config_specs`.
@@ -106,6 +112,8 @@ class BenchmarkSettings:
     matmul_size: int = 2048
     seed: int = 0
     calibrate_random: bool = True  # see benchmark_measure.calibrate_random_norms
+    measure: bool = True  # False: no config is built or measured (toy accuracy only)
+    toy: Optional[ToySettings] = None  # the toy accuracy columns (see benchmark_toy)
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -325,17 +333,29 @@ def _fill_ratios(document: dict):
     rows = document["rows"]
     yard = next((r for r in rows if r.get("yardstick") and r.get("inference")), None)
     base = yard["inference"]["latency_ms"]["median"] if yard else None
-    ceiling = document["matmul"]["gflops_per_s"]
+    ceiling = (document.get("matmul") or {}).get("gflops_per_s")
     for row in rows:
         latency = (row.get("inference") or {}).get("latency_ms")
         row["latency_ratio"] = latency["median"] / base if latency and base else None
         flops = (row.get("flops") or {}).get("gflops")
-        if latency and flops:
+        if latency and flops and ceiling:
             rate = flops["mean"] / (latency["median"] / 1e3)
             row["achieved_gflops_per_s"] = rate
             row["ceiling_fraction"] = rate / ceiling
         else:
             row["achieved_gflops_per_s"] = row["ceiling_fraction"] = None
+
+
+def _meta_architecture(spec: ConfigSpec, settings: BenchmarkSettings) -> Optional[str]:
+    """``MODEL.META_ARCHITECTURE`` of ``spec`` (None when its config does not load)."""
+    from ..engine.setup import load_config
+
+    try:
+        cfg = load_config(resolve_config_path(spec.path), list(settings.opts), freeze=False)
+    except Exception as e:
+        logger.warning("config %s does not load: %s", spec.path, e)
+        return None
+    return cfg.MODEL.META_ARCHITECTURE
 
 
 def run_benchmark(
@@ -344,8 +364,9 @@ def run_benchmark(
     output_dir: str,
     progress: Optional[Callable[[str], None]] = None,
 ) -> dict:
-    """Measure every spec in turn; write ``benchmark.json`` after each row, and at the end (or
-    when interrupted) ``benchmark.md`` and ``benchmark.png``, all under ``output_dir``.
+    """Measure every spec in turn, then (``settings.toy``) fill in the toy accuracy; write
+    ``benchmark.json`` after each row and toy run, and at the end (or when interrupted)
+    ``benchmark.md`` and ``benchmark.png``, all under ``output_dir``.
 
     Returns:
         dict: the JSON document (``machine``, ``settings``, ``matmul``, ``rows``, ``complete``).
@@ -365,7 +386,10 @@ def run_benchmark(
         f"TEST.DETECTIONS_PER_IMAGE={settings.detections}, score thresholds 0 "
         f"({', '.join(DETECTION_OVERRIDES)} where present)"
     )
-    progress(f"matmul ceiling ({settings.matmul_size}^3 float32 mm)")
+    matmul = None
+    if settings.measure:
+        progress(f"matmul ceiling ({settings.matmul_size}^3 float32 mm)")
+        matmul = matmul_rate(settings.matmul_size, device=settings.device)
     document = {
         "machine": machine_info(settings.device),
         "settings": {
@@ -373,7 +397,7 @@ def run_benchmark(
             "flop_images_description": f"{image_text} resized to {size_text}",
             "detections_policy": detections_policy,
         },
-        "matmul": matmul_rate(settings.matmul_size, device=settings.device),
+        "matmul": matmul,
         "flop_convention": "1 multiply-add = 1 FLOP (fvcore); matmul ceiling n^3/t",
         "rows": [],
         "complete": False,
@@ -381,6 +405,11 @@ def run_benchmark(
     start = time.perf_counter()
     try:
         for i, spec in enumerate(specs):
+            if not settings.measure:
+                row = {"label": spec.label, "config": spec.path, "yardstick": spec.yardstick}
+                row.update(meta_architecture=_meta_architecture(spec, settings), errors={})
+                document["rows"].append(row)
+                continue
             done_time = time.perf_counter() - start
             eta = "" if i == 0 else f", ETA {done_time / i * (len(specs) - i):.0f} s"
             progress(f"config {i + 1}/{len(specs)}: {spec.label}{eta}")
@@ -391,6 +420,17 @@ def run_benchmark(
             document["rows"].append(_measure(i, spec, settings, config_progress))
             _fill_ratios(document)
             write_json(document, paths["json"])
+        if settings.toy is not None:
+            for spec, row in zip(specs, document["rows"]):
+                if not row.get("meta_architecture"):
+                    row["meta_architecture"] = _meta_architecture(spec, settings)
+            run_toy_accuracy(
+                document["rows"],
+                settings.toy,
+                output_dir,
+                progress,
+                on_update=lambda: write_json(document, paths["json"]),
+            )
         document["complete"] = True
     finally:
         _fill_ratios(document)

@@ -13,7 +13,16 @@ from ..engine.checkpoint import atomic_write
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TABLE_COLUMNS", "machine_info", "markdown_report", "write_json", "write_plot"]
+__all__ = [
+    "MEASURE_COLUMNS",
+    "TABLE_COLUMNS",
+    "TOY_COLUMNS",
+    "machine_info",
+    "markdown_report",
+    "table_columns",
+    "write_json",
+    "write_plot",
+]
 
 FLOP_CONVENTION = (
     "FLOPs are fvcore's: 1 multiply-add = 1 FLOP (as in the PointRend paper); the matmul "
@@ -80,7 +89,7 @@ def _spread(summary: Optional[dict], spec: str) -> str:
     return f"{summary['median']:{spec}} [{summary['p10']:{spec}}-{summary['p90']:{spec}}]"
 
 
-def _row_cells(row: dict) -> List[str]:
+def _measure_cells(row: dict) -> List[str]:
     flops = _get(row, "flops", "gflops")
     flops_cell = "-" if not flops else f"{flops['mean']:.1f} ± {flops['std']:.1f} (n={flops['n']})"
     head = row.get("mask_head_flops") or {}
@@ -92,12 +101,8 @@ def _row_cells(row: dict) -> List[str]:
             head_cell += f" (4-conv: {conv['gflops_per_box']:.3g})"
     rate = row.get("achieved_gflops_per_s")
     rate_cell = "-" if rate is None else f"{rate:.1f} ({100 * row['ceiling_fraction']:.0f}%)"
-    status = (
-        "ok" if not row.get("errors") else "; ".join(f"{k}: {v}" for k, v in row["errors"].items())
-    )
     size = row.get("input_size")
     return [
-        row["label"] + (" (yardstick)" if row.get("yardstick") else ""),
         row.get("weights") or "-",
         _fmt(row.get("params") and row["params"] / 1e6, ".2f"),
         "-" if not size else f"{size[0]}x{size[1]}",
@@ -109,12 +114,35 @@ def _row_cells(row: dict) -> List[str]:
         _spread(_get(row, "train", "step_ms"), ".0f"),
         _fmt(_get(row, "train", "peak_mem_mb"), ".0f"),
         head_cell,
-        status.replace("|", "/").replace("\n", " "),
     ]
 
 
-TABLE_COLUMNS = [
-    "config",
+def _toy_cells(row: dict) -> List[str]:
+    toy = row.get("toy") or {}
+    if not toy.get("config"):
+        return ["-"] * len(TOY_COLUMNS)
+    label = toy.get("label") or os.path.splitext(os.path.basename(toy["config"]))[0]
+    if toy.get("pending"):
+        label += " (pending)"
+    elif toy.get("iteration") is not None:
+        label += f", {toy['iteration']} it" + (", reused" if toy.get("reused") else "")
+    metrics = ("bbox_AP", "segm_AP", "boundary_AP", "mIoU")
+    return [label] + [_fmt(toy.get(name), ".2f") for name in metrics]
+
+
+def _row_cells(row: dict, columns: List[str]) -> List[str]:
+    status = (
+        "ok" if not row.get("errors") else "; ".join(f"{k}: {v}" for k, v in row["errors"].items())
+    )
+    cells = [row["label"] + (" (yardstick)" if row.get("yardstick") else "")]
+    if MEASURE_COLUMNS[0] in columns:
+        cells += _measure_cells(row)
+    if TOY_COLUMNS[0] in columns:
+        cells += _toy_cells(row)
+    return [c.replace("|", "/").replace("\n", " ") for c in cells + [status]]
+
+
+MEASURE_COLUMNS = [
     "weights",
     "params (M)",
     "input HxW",
@@ -126,13 +154,28 @@ TABLE_COLUMNS = [
     "train step ms median [p10-p90]",
     "train peak MB",
     "mask head GFLOPs/box",
-    "status",
 ]
+TOY_COLUMNS = ["toy config", "toy box AP", "toy mask AP", "toy boundary AP", "toy mIoU"]
+TABLE_COLUMNS = ["config", *MEASURE_COLUMNS, "status"]  # without the toy accuracy
+
+
+def table_columns(document: dict) -> List[str]:
+    """The table's columns: :data:`TABLE_COLUMNS`, with :data:`TOY_COLUMNS` before the status
+    when the toy accuracy was asked for, without :data:`MEASURE_COLUMNS` when nothing was
+    measured."""
+    settings = document["settings"]
+    columns = ["config"]
+    if settings.get("measure", True):
+        columns += MEASURE_COLUMNS
+    if settings.get("toy"):
+        columns += TOY_COLUMNS
+    return columns + ["status"]
 
 
 def markdown_report(document: dict) -> str:
-    """The header (machine, settings, conventions) and one table row per measured config."""
+    """The header (machine, settings, conventions) and one table row per config."""
     machine, settings, ceiling = document["machine"], document["settings"], document["matmul"]
+    columns = table_columns(document)
     lines = [
         "# Benchmark" + ("" if document.get("complete") else " (incomplete)"),
         "",
@@ -141,22 +184,34 @@ def markdown_report(document: dict) -> str:
         + (f", GPU {machine['gpu']}" if machine.get("gpu") else ""),
         f"- torch {machine['torch']}, {machine['detectron2']}, python {machine['python']}, "
         f"device {machine['device']}, {machine['date']}",
-        f"- dense float32 mm ({ceiling['n']}^3, best of runs): "
-        f"{ceiling['gflops_per_s']:.1f} GFLOP/s (multiply-adds/s)",
-        f"- {FLOP_CONVENTION}",
-        f"- FLOPs over {settings['flop_images_description']}; latency: batch 1, eval, no_grad, "
-        f"{settings['warmup']} warm-up + {settings['runs']} timed runs on the first image; "
-        f"train step: forward+backward+SGD on {settings['train_batch']} synthetic images with "
-        f"{settings['train_instances']} GT instances each, {settings['train_warmup']} warm-up + "
-        f"{settings['train_runs']} timed; peak memory above the level before the first step "
-        f"(CPU: sampled RSS; CUDA: max_memory_allocated)",
-        f"- detections fixed: {settings['detections_policy']}",
-        "",
-        "| " + " | ".join(TABLE_COLUMNS) + " |",
-        "|" + "---|" * len(TABLE_COLUMNS),
     ]
+    if settings.get("measure", True):
+        lines += [
+            f"- dense float32 mm ({ceiling['n']}^3, best of runs): "
+            f"{ceiling['gflops_per_s']:.1f} GFLOP/s (multiply-adds/s)",
+            f"- {FLOP_CONVENTION}",
+            f"- FLOPs over {settings['flop_images_description']}; latency: batch 1, eval, "
+            f"no_grad, {settings['warmup']} warm-up + {settings['runs']} timed runs on the first "
+            f"image; train step: forward+backward+SGD on {settings['train_batch']} synthetic "
+            f"images with {settings['train_instances']} GT instances each, "
+            f"{settings['train_warmup']} warm-up + {settings['train_runs']} timed; peak memory "
+            f"above the level before the first step (CPU: sampled RSS; CUDA: "
+            f"max_memory_allocated)",
+            f"- detections fixed: {settings['detections_policy']}",
+        ]
+    toy = settings.get("toy")
+    if toy:
+        overrides = " ".join(toy["opts"])
+        lines.append(
+            "- toy accuracy: each row's method by its toy config (configs/toy/, all with one "
+            "budget; iterations trained shown) trained from scratch by train_net.py on the "
+            "bundled toy data and evaluated on its val split: COCO box / mask / boundary AP, or "
+            "mIoU for semantic segmentation (%); runs and logs in <output-dir>/toy/<name>/"
+            + (f"; toy overrides: {overrides}" if overrides else "")
+        )
+    lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in document["rows"]:
-        lines.append("| " + " | ".join(_row_cells(row)) + " |")
+        lines.append("| " + " | ".join(_row_cells(row, columns)) + " |")
     return "\n".join(lines) + "\n"
 
 
