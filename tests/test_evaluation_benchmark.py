@@ -37,6 +37,14 @@ _spec.loader.exec_module(benchmark_tool)
 SIZE = "48x64"
 
 
+EVERY_TOY_CONFIG = [
+    "mask_rcnn.yaml",
+    "pointrend.yaml",
+    "pointrend_semseg.yaml",
+    "semantic_fpn.yaml",
+]
+
+
 def _flops(module, *inputs):
     analysis = FlopCountAnalysis(module, inputs).set_op_handle(**EXTRA_FLOP_HANDLES)
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
@@ -431,12 +439,7 @@ def test_toy_accuracy_only_trains_every_toy_config_and_reuses_runs(tmp_path, mon
         str(tmp_path),
     ]
     assert benchmark_tool.main(argv) == 0
-    assert fake.calls == [
-        "mask_rcnn.yaml",
-        "pointrend.yaml",
-        "pointrend_semseg.yaml",
-        "semantic_fpn.yaml",
-    ]
+    assert fake.calls == EVERY_TOY_CONFIG
     with open(tmp_path / "benchmark.json") as f:
         document = json.load(f)
     assert document["complete"] and document["matmul"] is None
@@ -494,12 +497,7 @@ def test_toy_accuracy_columns_beside_the_measurements(configs, tmp_path, monkeyp
     skip = ["--skip", "flops", "latency", "mask_head", "train"]
     assert benchmark_tool.main(_argv(configs, tmp_path, *skip, "--toy-accuracy")) == 0
     # mask_rcnn.yaml stands for the 3 configs (the broken one's config loads): trained once.
-    assert fake.calls == [
-        "mask_rcnn.yaml",
-        "pointrend.yaml",
-        "pointrend_semseg.yaml",
-        "semantic_fpn.yaml",
-    ]
+    assert fake.calls == EVERY_TOY_CONFIG
     with open(tmp_path / "benchmark.json") as f:
         document = json.load(f)
     labels = [row["label"] for row in document["rows"]]
