@@ -61,7 +61,9 @@ class RenderSemSegHead(nn.Module):
     * Training: the coarse head's own loss, plus ``loss_sem_seg_point``: cross-entropy (ignoring
       ``ignore_value``) of the point head at ``train_num_points`` points per image chosen by
       uncertainty (gap of the two top logits; oversampling ``oversample_ratio``, share
-      ``importance_sample_ratio``), labels read at the points by nearest neighbour.
+      ``importance_sample_ratio``), labels read at the points by nearest neighbour. A loss with
+      nothing labelled to average over (a batch of ignored pixels, or points that all fall on
+      ignored pixels) is 0, not cross-entropy's NaN.
     * Inference: ``subdivision_steps`` times, upsample the logits x2 and re-predict the
       ``subdivision_num_points`` most uncertain cells (Cityscapes: 2 steps of 8192 points from
       stride 4 to stride 1).
@@ -164,6 +166,8 @@ class RenderSemSegHead(nn.Module):
         coarse = self.coarse_sem_seg_head.layers(features)
         if self.training:
             losses = self.coarse_sem_seg_head.losses(coarse, targets)
+            if not (targets != self.ignore_value).any():
+                losses = {name: coarse.sum() * 0.0 for name in losses}
             with torch.no_grad():
                 point_coords = uncertain_point_coords_with_randomness(
                     coarse,
@@ -180,9 +184,12 @@ class RenderSemSegHead(nn.Module):
                     mode="nearest",
                     align_corners=False,
                 )[:, 0].to(torch.long)
-            losses["loss_sem_seg_point"] = F.cross_entropy(
-                point_logits, point_targets, reduction="mean", ignore_index=self.ignore_value
-            )
+            if (point_targets != self.ignore_value).any():
+                losses["loss_sem_seg_point"] = F.cross_entropy(
+                    point_logits, point_targets, reduction="mean", ignore_index=self.ignore_value
+                )
+            else:
+                losses["loss_sem_seg_point"] = point_logits.sum() * 0.0
             return None, losses
 
         logits = coarse.clone()

@@ -1,7 +1,10 @@
 """What ``demo.py`` does: run any method's model on images or a video and draw its predictions.
 
 Inputs may be files, directories (their images, sorted) and glob patterns. A file that cannot be
-read as an image is named in a warning and skipped; a path that does not exist is an error.
+read as an image is named in a warning and skipped; a path that does not exist is an error. Images
+are read as the mappers read them (:func:`projects.data.image_io.read_image_robust`: EXIF
+orientation applied, 16-bit images scaled by their bit depth instead of clipped, palette and
+alpha images converted) and resized as at test time.
 """
 
 import glob
@@ -13,12 +16,12 @@ import numpy as np
 import torch
 
 from detectron2.data import MetadataCatalog
-from detectron2.data import transforms as T
-from detectron2.data.detection_utils import read_image
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.modeling import build_model
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
+from .data.augmentations import ResizeShortestEdge
+from .data.image_io import BadImageError, read_image_robust
 from .engine.checkpoint import load_weights_for_evaluation
 
 logger = logging.getLogger(__name__)
@@ -88,7 +91,7 @@ class Predictor:
         self.cfg = cfg
         self.model = build_model(cfg).eval()
         load_weights_for_evaluation(cfg, self.model)
-        self.resize = T.ResizeShortestEdge(
+        self.resize = ResizeShortestEdge(
             [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
         )
         self.input_format = cfg.INPUT.FORMAT
@@ -159,8 +162,8 @@ def run_on_images(predictor, files, output, metadata, json_file=None, progress=T
     images, annotations, skipped = [], [], []
     for image_id, path in enumerate(tqdm(files, desc="demo", unit="img", disable=not progress)):
         try:
-            image = read_image(path, format=predictor.input_format)
-        except Exception as e:  # PIL raises several types for corrupt, truncated or foreign files
+            image = read_image_robust(path, format=predictor.input_format)
+        except BadImageError as e:
             logger.warning("skipping %s: not a readable image (%s: %s)", path, type(e).__name__, e)
             skipped.append(path)
             continue

@@ -216,6 +216,14 @@ BAD_ANNOTATIONS = {
     "category_negative": dict(category_id=-1),
     "category_missing": dict(category_id=None),
     "rle_wrong_size": dict(segmentation={"size": [5, 5], "counts": "0"}),
+    # pycocotools decodes runs that do not add up to h x w into uninitialised memory
+    "rle_runs_not_adding_up": dict(segmentation={"size": [H, W], "counts": [10, 5]}),
+    "rle_string_not_adding_up": dict(segmentation={"size": [H, W], "counts": "0"}),
+    # Detectron2 failed on these with errors that name neither the annotation nor the file
+    "missing_segmentation": dict(segmentation=None),
+    "ragged_bbox": dict(bbox=[[2.0, 2.0], [10.0]]),
+    "non_numeric_polygon": dict(segmentation=[["a", 2.0, 12.0, 2.0, 12.0, 10.0]]),
+    "category_bool": dict(category_id=True),
 }
 
 

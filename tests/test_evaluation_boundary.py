@@ -29,6 +29,7 @@ from projects.evaluation.boundary import (
 from projects.evaluation.coco_boundary import (
     BoundaryCOCOeval,
     COCOBoundaryEvaluator,
+    GroundTruthError,
     coco_eval_stats,
     evaluate_boundary_on_coco,
 )
@@ -386,3 +387,30 @@ def test_two_processes_gather_to_rank0_like_one_process(dataset, tmp_path):
     # the split matters: rank 0 alone would miss image 2's objects
     alone = _evaluate(COCOBoundaryEvaluator(dataset, distributed=False), _dilate3, [1, 3])
     assert alone["segm"]["AP"] != pytest.approx(single["segm"]["AP"])
+
+
+@pytest.mark.parametrize("bad", [1e9, float("nan")])
+def test_ground_truth_polygon_pycocotools_cannot_rasterize_is_named(tmp_path, bad):
+    polygon = [2.0, 2.0, 30.0, 2.0, 30.0, 20.0, bad, 20.0]
+    document = {
+        "images": [{"id": 5, "file_name": "5.png", "height": H, "width": W}],
+        "annotations": [
+            {"id": 41, "image_id": 5, "category_id": 1, "segmentation": [polygon[:6] + [2, 20]]},
+            {"id": 42, "image_id": 5, "category_id": 1, "segmentation": [polygon]},
+        ],
+        "categories": [{"id": 1, "name": "box"}],
+    }
+    for ann in document["annotations"]:
+        ann.update(area=100.0, bbox=[2, 2, 28, 18], iscrowd=0)
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(document))
+    name = f"evaluation_boundary_bad_gt_{bad}"
+    register_coco_instances(name, {}, str(path), str(tmp_path))
+    with pytest.raises(GroundTruthError, match=f"annotation id=42 of image id=5 in {path}"):
+        COCOBoundaryEvaluator(name, distributed=False)
+    # Far outside but within one image size: rasterizable, accepted.
+    polygon[6] = -W + 1.0
+    path.write_text(json.dumps(document))
+    name += "_ok"
+    register_coco_instances(name, {}, str(path), str(tmp_path))
+    COCOBoundaryEvaluator(name, distributed=False)

@@ -18,7 +18,6 @@ import logging
 
 import cv2
 import numpy as np
-from detectron2.data import detection_utils as d2_utils
 from detectron2.data import transforms as T
 from fvcore.transforms.transform import Transform, TransformList
 from PIL import Image
@@ -35,6 +34,7 @@ __all__ = [
     "MinIoURandomCrop",
     "PhotometricDistortion",
     "RandomCropNoShapely",
+    "ResizeShortestEdge",
     "build_augmentations",
     "centre_keep_mask",
     "has_crop",
@@ -253,6 +253,22 @@ class ResizeScale(T.Augmentation):
         factor = min(scale * self.target_height / h, scale * self.target_width / w)
         new_h, new_w = max(1, int(round(h * factor))), max(1, int(round(w * factor)))
         return T.ResizeTransform(h, w, new_h, new_w, self.interp)
+
+
+class ResizeShortestEdge(T.ResizeShortestEdge):
+    """Detectron2's ``ResizeShortestEdge``, except that no side is ever resized to 0 pixels.
+
+    Detectron2 rounds the short side of an image more elongated than ``2 * max_size : 1`` (a
+    16 x 4000 image with ``max_size`` 64) to 0 pixels, and the resize then fails with a bare
+    "height and width must be > 0"; here that side is 1 pixel.
+    """
+
+    def get_transform(self, image):
+        transform = super().get_transform(image)
+        if isinstance(transform, T.ResizeTransform) and min(transform.new_h, transform.new_w) < 1:
+            t = transform
+            transform = T.ResizeTransform(t.h, t.w, max(t.new_h, 1), max(t.new_w, 1), t.interp)
+        return transform
 
 
 class FixedSizeCrop(T.Augmentation):
@@ -479,12 +495,19 @@ def _flip(cfg):
 
 
 def _test_resize(cfg):
-    return [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
+    return [ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
 
 
 def _build_default(cfg, is_train):
-    augs = d2_utils.build_augmentation(cfg, is_train)
-    if is_train and cfg.INPUT.CROP.ENABLED:
+    """Detectron2's ``build_augmentation`` with :class:`ResizeShortestEdge`."""
+    if not is_train:
+        return _test_resize(cfg)
+    augs = [
+        ResizeShortestEdge(
+            cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
+        )
+    ] + _flip(cfg)
+    if cfg.INPUT.CROP.ENABLED:
         augs.insert(0, RandomCropNoShapely(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
     return augs
 

@@ -38,8 +38,9 @@ def add_data_config(cfg):
       skipped with a warning naming the file (the mapper returns None, and Detectron2's
       ``MapDataset`` draws another index); otherwise, and always at test time, it raises.
     * ``DATALOADER.BAD_ANNOTATIONS``: ``"filter"`` drops invalid annotations (bad or NaN boxes,
-      polygons under 3 points, unknown category ids, ...) with a logged, counted warning;
-      ``"error"`` raises naming the annotation id and file.
+      polygons under 3 points, unknown category ids, RLEs that do not fit the image, no mask for a
+      mask model, ...) and ignores label-map values that are not classes, with a logged, counted
+      warning; ``"error"`` raises naming the annotation id (or label map) and file.
     """
     cfg.INPUT.DATASET_MAPPER_NAME = "InstanceDatasetMapper"
     cfg.INPUT.POLYGON_FROM_RLE = True

@@ -16,6 +16,18 @@ naming the annotation and telling to set ``INPUT.MASK_FORMAT bitmask``.
 
 Images left with no (non-crowd) annotation give empty ``Instances`` in the mapper (as in
 Detectron2) and are dropped by :func:`projects.data.annotations.filter_dataset_dicts`.
+
+Polygons reaching beyond the image grown by its own size on every side are clipped to that box
+before anything rasterizes them: pycocotools' rasterizer takes seconds on coordinates of 1e7 and
+crashes the process (integer overflow) from about 1e9. Other polygons are unchanged; the masks of
+clipped ones may differ by a pixel along the clipped edges (pycocotools rounds vertices to 1/5
+pixel).
+
+16-bit label maps are resized as 8-bit ones are (Detectron2 resizes other dtypes with torch, which
+has no nearest resize of integers). In training, a label map (``sem_seg_file_name``) left without
+a single labelled pixel after the augmentations has nothing to teach and its cross-entropy is NaN:
+the mapper returns None, counted and logged (Detectron2's ``MapDataset`` and the project's loader
+then draw another image).
 """
 
 import copy
@@ -30,7 +42,7 @@ from detectron2.data import detection_utils as d2_utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, BoxMode, PolygonMasks
 
-from .augmentations import build_augmentations, centre_keep_mask, has_crop
+from .augmentations import build_augmentations, centre_keep_mask, clip_polygon, has_crop
 from .image_io import BadImageError, read_image_for_dict, read_label_map
 from .annotations import (
     ANNOTATION_STATS,
@@ -40,6 +52,7 @@ from .annotations import (
     filter_dataset_dicts,
     log_annotation_summary,
     sanitize_annotations,
+    sanitize_label_map,
 )
 from .mapper_registry import DATASET_MAPPER_REGISTRY
 from .masks import _masks_as_bool, _segmentation_as_bool, instances_to_sem_seg, rle_to_polygons
@@ -64,6 +77,22 @@ _rle_warning_done = False
 # ---------------------------------------------------------------------------------------------
 # Mappers
 # ---------------------------------------------------------------------------------------------
+def _clip_polygons(polygons, height, width):
+    """Clip the flat polygons reaching beyond [-width, 2 * width] x [-height, 2 * height] to it
+    (the others are returned as they are); drop those left empty."""
+    low, high = np.array([-width, -height]), np.array([2 * width, 2 * height])
+    kept = []
+    for poly in polygons:
+        xy = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+        if (xy >= low).all() and (xy <= high).all():
+            kept.append(poly)
+            continue
+        clipped = clip_polygon(xy - low, 3 * width, 3 * height)
+        if len(clipped) >= 3:
+            kept.append((clipped + low).reshape(-1).tolist())
+    return kept
+
+
 def _thing_classes_count(dataset_names):
     for name in dataset_names:
         classes = MetadataCatalog.get(name).get("thing_classes")
@@ -79,8 +108,8 @@ class InstanceDatasetMapper:
     Returns a dict with ``image`` (C, H, W) uint8 tensor in ``image_format``, the input's
     ``height``/``width``/``file_name``/``image_id``, and in training ``instances`` (gt_boxes,
     gt_classes, gt_masks when masks are used) and optionally ``sem_seg`` (H, W) int64. Returns
-    None for a bad image in training when ``skip_bad_images`` (Detectron2's ``MapDataset`` then
-    draws another index).
+    None in training for a bad image when ``skip_bad_images`` and for a label map without a
+    labelled pixel (Detectron2's ``MapDataset`` then draws another index).
     """
 
     @configurable
@@ -104,6 +133,7 @@ class InstanceDatasetMapper:
         bad_annotations: str = "filter",
         use_instances: bool = True,
         require_sem_seg_file: bool = False,
+        sem_seg_num_classes=None,
     ):
         """
         Args:
@@ -123,6 +153,9 @@ class InstanceDatasetMapper:
             bad_annotations: ``"filter"`` or ``"error"``.
             use_instances: produce ``instances`` at all.
             require_sem_seg_file: training dicts must have ``sem_seg_file_name``.
+            sem_seg_num_classes: number of classes of label maps read from
+                ``sem_seg_file_name``; other values than the classes and ``ignore_value`` are
+                bad annotations (``bad_annotations``). None skips the check.
         """
         if instance_mask_format not in ("polygon", "bitmask"):
             raise ValueError(
@@ -156,6 +189,7 @@ class InstanceDatasetMapper:
         self.bad_annotations = bad_annotations
         self.use_instances = use_instances
         self.require_sem_seg_file = require_sem_seg_file
+        self.sem_seg_num_classes = sem_seg_num_classes
         mode = "training" if is_train else "inference"
         logger.info(f"[{type(self).__name__}] augmentations in {mode}: {augmentations}")
 
@@ -190,6 +224,21 @@ class InstanceDatasetMapper:
         sem_seg = None
         if self.is_train and "sem_seg_file_name" in dataset_dict:
             sem_seg = read_label_map(dataset_dict["sem_seg_file_name"], image.shape[:2])
+            if self.sem_seg_num_classes is not None:
+                sem_seg = sanitize_label_map(
+                    sem_seg,
+                    file_name=dataset_dict["file_name"],
+                    label_file=dataset_dict["sem_seg_file_name"],
+                    num_classes=self.sem_seg_num_classes,
+                    ignore_value=self.ignore_value,
+                    mode=self.bad_annotations,
+                )
+            if sem_seg.dtype != np.uint8:
+                # Detectron2 resizes uint8 label maps with PIL and others with torch, which has no
+                # nearest resize of integers: 16-bit maps become uint8 where their values fit,
+                # else float32 (exact below 2**24).
+                fits = sem_seg.size == 0 or (sem_seg.min() >= 0 and sem_seg.max() <= 255)
+                sem_seg = sem_seg.astype(np.uint8 if fits else np.float32)
         elif self.is_train and self.require_sem_seg_file:
             raise BadImageError(
                 f"Dataset dict of {dataset_dict['file_name']} has no sem_seg_file_name"
@@ -209,11 +258,20 @@ class InstanceDatasetMapper:
             image_hw=image_hw,
             num_classes=self.num_classes,
             mode=self.bad_annotations,
+            need_mask=self.use_instance_mask,
         )
-        for anno in annos:  # Detectron2 v0.6 cannot transform array masks: store them as RLE
-            if isinstance(anno.get("segmentation"), np.ndarray):
-                mask = np.asfortranarray(anno["segmentation"].astype(np.uint8))
-                anno["segmentation"] = mask_util.encode(mask)
+        height, width = (int(s) for s in image_hw)
+        for anno in annos:
+            segm = anno.get("segmentation")
+            if isinstance(segm, np.ndarray):  # Detectron2 v0.6 cannot transform array masks
+                anno["segmentation"] = mask_util.encode(np.asfortranarray(segm.astype(np.uint8)))
+            elif isinstance(segm, dict):  # Detectron2 decodes compressed RLE only
+                segm = {"size": [height, width], "counts": segm["counts"]}
+                if isinstance(segm["counts"], list):
+                    segm = mask_util.frPyObjects(segm, height, width)
+                anno["segmentation"] = segm
+            elif isinstance(segm, list):  # see the module docstring
+                anno["segmentation"] = _clip_polygons(segm, height, width)
         if self.use_instance_mask and self.instance_mask_format == "polygon":
             annos = [self._rle_as_polygons(a, file_name, image_hw) for a in annos]
             annos = [a for a in annos if a is not None]
@@ -276,7 +334,7 @@ class InstanceDatasetMapper:
             dataset_dict (dict): one image in Detectron2's dataset format.
 
         Returns:
-            dict or None: model input (see the class docstring); None for a skipped bad image.
+            dict or None: model input (see the class docstring); None for a skipped image.
         """
         dataset_dict = copy.deepcopy(dataset_dict)
         try:
@@ -307,7 +365,7 @@ class InstanceDatasetMapper:
         image, sem_seg = aug_input.image, aug_input.sem_seg
         image_hw = image.shape[:2]
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        dataset_dict.pop("sem_seg_file_name", None)
+        label_file = dataset_dict.pop("sem_seg_file_name", None)
         if not self.is_train:
             return dataset_dict
 
@@ -317,6 +375,13 @@ class InstanceDatasetMapper:
         if sem_seg is not None:
             sem_seg = sem_seg.astype(np.int64)
             sem_seg[~valid] = self.ignore_value
+            if (sem_seg == self.ignore_value).all():
+                ANNOTATION_STATS["training images without labelled pixels"] += 1
+                logger.warning(
+                    f"Skipping {file_name}: no labelled pixel in its label map {label_file} "
+                    "(after the augmentations)"
+                )
+                return None
             dataset_dict["sem_seg"] = torch.as_tensor(sem_seg)
         if annos is None:
             return dataset_dict
@@ -355,7 +420,9 @@ class SemanticDatasetMapper(InstanceDatasetMapper):
     """Semantic segmentation: image plus ``sem_seg`` (H, W) int64 read from ``sem_seg_file_name``.
 
     Label maps keep their stored values (palette indices included); padding added by the
-    augmentations is ``MODEL.SEM_SEG_HEAD.IGNORE_VALUE``. Instance annotations are ignored.
+    augmentations is ``MODEL.SEM_SEG_HEAD.IGNORE_VALUE``. Values that are neither a class of
+    ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` nor the ignore value are bad annotations (ignored or an
+    error, by ``DATALOADER.BAD_ANNOTATIONS``). Instance annotations are ignored.
     """
 
     @classmethod
@@ -370,5 +437,6 @@ class SemanticDatasetMapper(InstanceDatasetMapper):
             use_instances=False,
             require_sem_seg_file=True,
             ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            sem_seg_num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
         )
         return ret

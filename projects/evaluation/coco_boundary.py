@@ -3,6 +3,10 @@
 Boundary AP is COCO mask AP with the IoU of every (detection, ground truth) pair replaced by
 ``min(mask IoU, boundary IoU)`` (see :mod:`projects.evaluation.boundary`). Matching, crowd
 handling, area ranges (by mask area) and the AP computation are COCO's.
+
+The ground truth is checked when the evaluator is built: pycocotools rasterizes polygons with
+C integer arithmetic and crashes the process (or hangs) on non-finite coordinates or coordinates
+far outside the image, so such an annotation raises :class:`GroundTruthError` naming it instead.
 """
 
 import contextlib
@@ -23,6 +27,8 @@ from .boundary import boundary_rle, dilation_radius, pairwise_boundary_iou
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "GroundTruthError",
+    "check_ground_truth_polygons",
     "BoundaryCOCOeval",
     "BoundaryCOCOevalOpt",
     "COCOBoundaryEvaluator",
@@ -31,6 +37,8 @@ __all__ = [
 ]
 
 BOUNDARY_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# Ground-truth polygon vertices may lie this many image sizes outside the image (see the module).
+POLYGON_MARGIN = 1.0
 _KNOWN_TASKS = ("bbox", "segm", "keypoints", "boundary")
 
 
@@ -170,6 +178,57 @@ def coco_eval_stats(coco_eval):
     }
 
 
+class GroundTruthError(ValueError):
+    """A ground-truth annotation that the evaluation cannot use; the message names it."""
+
+
+def check_ground_truth_polygons(coco_api, source="the ground truth", margin=POLYGON_MARGIN):
+    """Raise if a ground-truth polygon has a vertex that pycocotools cannot rasterize.
+
+    Args:
+        coco_api (COCO): the loaded ground truth.
+        source (str): its file, for the message.
+        margin (float): vertices may lie up to ``margin`` times the image's width / height
+            outside it (masks inside the image do not depend on how far out a polygon reaches).
+
+    Raises:
+        GroundTruthError: naming the annotation id, its image and ``source``.
+    """
+    for ann in coco_api.dataset.get("annotations", []):
+        segm = ann.get("segmentation")
+        if not isinstance(segm, list) or not segm:
+            continue
+        image = coco_api.imgs.get(ann.get("image_id"), {})
+        width, height = image.get("width"), image.get("height")
+        for polygon in segm:
+            try:
+                xy = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+            except (TypeError, ValueError):
+                xy = None
+            if xy is None or not np.isfinite(xy).all():
+                problem = "a polygon that is not a list of finite x, y numbers"
+            elif (
+                width
+                and height
+                and (
+                    (
+                        np.abs(xy - [width / 2, height / 2])
+                        > (0.5 + margin) * np.array([width, height])
+                    )
+                ).any()
+            ):
+                problem = (
+                    f"polygon vertices more than {margin:g} image size(s) outside the "
+                    f"{width}x{height} image (e.g. {xy[np.abs(xy).argmax() // 2].tolist()})"
+                )
+            else:
+                continue
+            raise GroundTruthError(
+                f"Ground-truth annotation id={ann.get('id')} of image id={ann.get('image_id')} in "
+                f"{source} has {problem}; pycocotools would crash on it. Fix or drop it."
+            )
+
+
 class COCOBoundaryEvaluator(COCOEvaluator):
     """:class:`COCOEvaluator` that also reports boundary AP as the task ``"boundary"``.
 
@@ -178,7 +237,8 @@ class COCOBoundaryEvaluator(COCOEvaluator):
     whenever mask AP is evaluated. Boundary AP is computed in the parent's ``_eval_predictions``
     hook, i.e. on the main process after the parent's ``evaluate`` gathered the predictions of
     every rank; other ranks return ``{}`` as the parent does. Ground-truth boundaries are cached
-    on the evaluator, so periodic evaluation computes them once.
+    on the evaluator, so periodic evaluation computes them once. Ground-truth polygons that would
+    crash pycocotools raise :class:`GroundTruthError` when the evaluator is built.
     """
 
     def __init__(
@@ -214,6 +274,8 @@ class COCOBoundaryEvaluator(COCOEvaluator):
             requested = "boundary" in tasks or "segm" in tasks
             parent_tasks = tuple(t for t in tasks if t != "boundary") or ("segm",)
         super().__init__(dataset_name, parent_tasks, distributed, output_dir, **kwargs)
+        source = self._metadata.get("json_file", None) or f"dataset {dataset_name!r}"
+        check_ground_truth_polygons(self._coco_api, source)
         self._boundary = bool(boundary)
         self._boundary_requested = requested
         self._dilation_ratio = float(dilation_ratio)
