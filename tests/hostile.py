@@ -15,6 +15,7 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, BoxMode, PolygonMasks, polygons_to_bitmask
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -59,6 +60,22 @@ TINY_OPTS = [
 OUTCOMES = collections.Counter()
 VALID, DOCUMENTED_ERROR, SKIPPED = "valid", "documented error", "skipped (no labelled pixel)"
 NAN, INF = float("nan"), float("inf")
+
+
+def derandomized(max_examples):
+    """The suite's hypothesis settings: the same cases on every run (CI is deterministic), no
+    deadline (models on the CPU), fixtures reset per test rather than per case."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.function_scoped_fixture,  # fresh_stats: once per test is what it is for
+        ],
+    )
 
 
 def tiny_cfg(config_name, output_dir, *opts):

@@ -13,11 +13,12 @@ import torch
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode, polygons_to_bitmask
 from detectron2.utils.events import EventStorage
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
 from hostile import (
+    derandomized,
     fresh_stats,  # noqa: F401 (autouse fixture)
     image_file,  # noqa: F401 (fixture)
     DOCUMENTED_ERROR,
@@ -46,17 +47,7 @@ from projects.data.mappers import InstanceDatasetMapper
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["filter", "error"])
 @pytest.mark.parametrize("mask_format", MASK_FORMATS)
-@settings(
-    max_examples=300,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.function_scoped_fixture,  # fresh_stats: once per test is what it is for
-    ],
-)
+@derandomized(max_examples=300)
 @given(
     data=annotation_lists(NUM_CLASSES),
     short_edge=st.sampled_from([12, 24, 40]),

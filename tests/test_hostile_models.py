@@ -8,10 +8,11 @@ import os
 import pytest
 import torch
 from detectron2.utils.events import EventStorage
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from hostile import (
+    derandomized,
     fresh_stats,  # noqa: F401 (autouse fixture)
     image_file,  # noqa: F401 (fixture)
     DOCUMENTED_ERROR,
@@ -60,17 +61,7 @@ def hostile_models(tmp_path_factory):
 
 
 @pytest.mark.parametrize("config_name", TOY_CONFIGS)
-@settings(
-    max_examples=12,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.function_scoped_fixture,  # fresh_stats: once per test is what it is for
-    ],
-)
+@derandomized(max_examples=12)
 @given(data=st.data())
 def test_model_on_hostile_input(hostile_models, image_file, tmp_path_factory, config_name, data):
     cfgs, model = hostile_models[config_name]
