@@ -66,7 +66,10 @@ class RenderSemSegHead(nn.Module):
       ignored pixels) is 0, not cross-entropy's NaN.
     * Inference: ``subdivision_steps`` times, upsample the logits x2 and re-predict the
       ``subdivision_num_points`` most uncertain cells (Cityscapes: 2 steps of 8192 points from
-      stride 4 to stride 1).
+      stride 4 to stride 1). If the steps stop short of stride 1 (an ablation such as
+      ``SUBDIVISION_STEPS 0``: the coarse head alone), the logits are then upsampled bilinearly
+      to stride 1, as the coarse head itself does; Detectron2's head returns them at the stride
+      reached, which its meta-architecture then crops as if it were the input's.
 
     Parameter names (``coarse_sem_seg_head.*``, ``point_head.*``) are those of Detectron2's
     ``PointRendSemSegHead``.
@@ -85,6 +88,7 @@ class RenderSemSegHead(nn.Module):
         importance_sample_ratio: float = 0.75,
         subdivision_steps: int = 2,
         subdivision_num_points: int = 8192,
+        coarse_stride: int = 4,
     ):
         """
         Args:
@@ -98,6 +102,8 @@ class RenderSemSegHead(nn.Module):
             importance_sample_ratio: beta, share of training points chosen by uncertainty.
             subdivision_steps: x2 upsampling steps at inference.
             subdivision_num_points: points re-predicted per step and image.
+            coarse_stride: output stride of the coarse head's logits (a power of 2 at least
+                ``2 ** subdivision_steps``).
         """
         super().__init__()
         self.coarse_sem_seg_head = coarse_sem_seg_head
@@ -109,6 +115,13 @@ class RenderSemSegHead(nn.Module):
         self.importance_sample_ratio = importance_sample_ratio
         self.subdivision_steps = subdivision_steps
         self.subdivision_num_points = subdivision_num_points
+        if coarse_stride % (2**subdivision_steps):
+            raise ValueError(
+                f"MODEL.POINT_HEAD.SUBDIVISION_STEPS={subdivision_steps} would upsample the coarse "
+                f"logits (stride {coarse_stride}) beyond the input resolution; at most "
+                f"{int(coarse_stride).bit_length() - 1} steps"
+            )
+        self.final_upsampling = coarse_stride // (2**subdivision_steps)
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
@@ -139,6 +152,7 @@ class RenderSemSegHead(nn.Module):
             "importance_sample_ratio": point_cfg.IMPORTANCE_SAMPLE_RATIO,
             "subdivision_steps": point_cfg.SUBDIVISION_STEPS,
             "subdivision_num_points": point_cfg.SUBDIVISION_NUM_POINTS,
+            "coarse_stride": cfg.MODEL.SEM_SEG_HEAD.COMMON_STRIDE,
         }
 
     def _point_logits(self, features: Dict[str, Tensor], coarse: Tensor, point_coords: Tensor):
@@ -160,8 +174,8 @@ class RenderSemSegHead(nn.Module):
             targets: training labels ``(N, H, W)`` (long) at the padded input size.
 
         Returns:
-            Training: ``(None, losses)``. Inference: ``(logits (N, K, H', W'), {})``, ``H'``
-            the coarse height times ``2 ** subdivision_steps`` (the meta-architecture resizes).
+            Training: ``(None, losses)``. Inference: ``(logits (N, K, H, W), {})`` at the padded
+            input size (the coarse height times its stride).
         """
         coarse = self.coarse_sem_seg_head.layers(features)
         if self.training:
@@ -204,5 +218,9 @@ class RenderSemSegHead(nn.Module):
                 logits.reshape(num, channels, height * width)
                 .scatter(2, indices.unsqueeze(1).expand(-1, channels, -1), point_logits)
                 .view(num, channels, height, width)
+            )
+        if self.final_upsampling > 1:
+            logits = F.interpolate(
+                logits, scale_factor=self.final_upsampling, mode="bilinear", align_corners=False
             )
         return logits, {}

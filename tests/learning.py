@@ -35,3 +35,11 @@ def train_toy(config_name, output_root, *opts):
         results = train_net.main(default_argument_parser().parse_args(argv))
         _RESULTS[key] = (results, output_dir)
     return _RESULTS[key]
+
+
+def evaluate_toy(config_name, weights, output_dir, *opts):
+    """Evaluate ``weights`` with ``configs/toy/<config_name>`` (plus ``opts``) as
+    ``train_net.py --eval-only`` would, and return the evaluation results."""
+    argv = ["--config-file", toy_config(config_name), "--eval-only"]
+    argv += ["MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(output_dir), *opts]
+    return train_net.main(default_argument_parser().parse_args(argv))

@@ -1,5 +1,6 @@
 """Semantic PointRend: subdivision at inference, point loss, and DeepLabV3+ as the coarse head."""
 
+import pytest
 import torch
 from detectron2.utils.events import EventStorage
 from pointrend_fixtures import NUM_CLASSES, build, semantic_cfg, semantic_inputs
@@ -42,6 +43,35 @@ def test_semantic_subdivision_steps_and_points():
     features = model.backbone((inputs[0]["image"][None] - model.pixel_mean) / model.pixel_std)
     logits, _ = model.sem_seg_head(features)
     assert logits.shape[-2:] == (4 * coarse_side, 4 * coarse_side)
+
+
+@pytest.mark.parametrize("steps", [0, 1])
+def test_semantic_steps_short_of_stride_one_still_give_input_resolution(steps):
+    """With fewer steps than log2(stride), the logits are upsampled to the input's resolution;
+    with none, the output is the coarse head's own inference output (Semantic FPN alone)."""
+    cfg = semantic_cfg()
+    cfg.MODEL.POINT_HEAD.SUBDIVISION_STEPS = steps
+    model = build(cfg).eval()
+    inputs = semantic_inputs(num_images=1)
+    calls, outputs = _count_point_evaluations(model, inputs)
+    assert len(calls) == steps
+    assert outputs[0]["sem_seg"].shape == (NUM_CLASSES, inputs[0]["height"], inputs[0]["width"])
+    features = model.backbone((inputs[0]["image"][None] - model.pixel_mean) / model.pixel_std)
+    with torch.no_grad():
+        logits, _ = model.sem_seg_head(features)
+        coarse_alone, _ = model.sem_seg_head.coarse_sem_seg_head(features)
+    assert logits.shape == coarse_alone.shape == (1, NUM_CLASSES, 64, 64)
+    if steps == 0:
+        torch.testing.assert_close(logits, coarse_alone, rtol=0, atol=0)
+    else:
+        assert not torch.equal(logits, coarse_alone)
+
+
+def test_semantic_steps_beyond_stride_one_are_refused():
+    cfg = semantic_cfg()
+    cfg.MODEL.POINT_HEAD.SUBDIVISION_STEPS = 3
+    with pytest.raises(ValueError, match="SUBDIVISION_STEPS=3.*at most 2 steps"):
+        build(cfg)
 
 
 def test_semantic_training_losses_and_gradients():
