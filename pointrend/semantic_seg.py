@@ -68,8 +68,8 @@ class RenderSemSegHead(nn.Module):
       ``subdivision_num_points`` most uncertain cells (Cityscapes: 2 steps of 8192 points from
       stride 4 to stride 1). If the steps stop short of stride 1 (an ablation such as
       ``SUBDIVISION_STEPS 0``: the coarse head alone), the logits are then upsampled bilinearly
-      to stride 1, as the coarse head itself does; Detectron2's head returns them at the stride
-      reached, which its meta-architecture then crops as if it were the input's.
+      to stride 1, as the coarse head itself does. Detectron2's head returns them at the stride
+      reached, which ``SemanticSegmentor`` takes for input-resolution logits.
 
     Parameter names (``coarse_sem_seg_head.*``, ``point_head.*``) are those of Detectron2's
     ``PointRendSemSegHead``.
