@@ -39,7 +39,8 @@ def test_toy_pointrend_learns_and_is_on_par_with_the_yardstick(tmp_path_factory)
 def test_toy_semantic_pointrend_learns_and_its_refinement_beats_its_coarse_head(tmp_path_factory):
     """Semantic PointRend learns, and its point head improves on the coarse head it refines: the
     same weights evaluated with ``SUBDIVISION_STEPS 0`` (Semantic FPN's own inference) score lower
-    on frequency-weighted IoU and pixel accuracy, and no more than a tolerance higher on mIoU.
+    on frequency-weighted IoU and pixel accuracy, and the refined mIoU is at most a tolerance below
+    the coarse one (it was below in one seed of three).
 
     Against plain Semantic FPN trained at the same budget, PointRend was ahead on mIoU and pixel
     accuracy in each of three seeds (README, "Measured here: accuracy on the toy data"). That
