@@ -40,7 +40,9 @@ run: setup
 		--output $(RUN_OUTPUT)/demo --max-inputs 8 --opts MODEL.WEIGHTS $(RUN_OUTPUT)/model_final.pth
 
 lint: setup
-	$(ENV_PYTHON) -m flake8 projects tools tests train_net.py demo.py
+	$(ENV_PYTHON) -m flake8 projects pointrend tools tests train_net.py demo.py setup.py
+	$(ENV_PYTHON) -m isort --check-only projects pointrend tools tests train_net.py demo.py setup.py
+	$(ENV_PYTHON) -m black --check -l 100 projects pointrend tools tests train_net.py demo.py setup.py
 
 clean:
 	rm -rf output .pytest_cache

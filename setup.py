@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Five instance-segmentation methods on Detectron2: BlendMask, YOLACT/YOLACT++, PointRend,
 RefineMask and FastInst. Install with ``make setup`` (which also installs Detectron2)."""
+
 from setuptools import find_packages, setup
 
 METHOD_PACKAGES = ["blendmask", "yolact", "pointrend", "refinemask", "fastinst"]

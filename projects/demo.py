@@ -14,7 +14,6 @@ import os
 
 import numpy as np
 import torch
-
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.modeling import build_model
@@ -135,7 +134,8 @@ def draw(image_rgb, output, metadata):
 
 
 def output_path(output, input_file, num_inputs):
-    """Where the drawing of ``input_file`` goes: ``output`` itself for one input with a file name."""
+    """Where the drawing of ``input_file`` goes: ``output`` itself for one input with a file
+    name."""
     if num_inputs == 1 and os.path.splitext(output)[1].lower() in IMAGE_EXTENSIONS:
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         return output

@@ -11,7 +11,6 @@ import os
 
 import numpy as np
 import pycocotools.mask as mask_util
-import pytest
 import torch
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, BoxMode, PolygonMasks, polygons_to_bitmask
@@ -19,9 +18,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from learning import REPO
-from projects.data.annotations import ANNOTATION_STATS, BadAnnotationError
+from projects.data.annotations import BadAnnotationError
 from projects.engine.setup import load_config
+
+from learning import REPO
 
 H, W = 24, 32  # the image the generated annotations belong to
 NUM_CLASSES = 3  # of the mapper-level property test
@@ -73,7 +73,7 @@ def derandomized(max_examples):
         suppress_health_check=[
             HealthCheck.too_slow,
             HealthCheck.data_too_large,
-            HealthCheck.function_scoped_fixture,  # fresh_stats: once per test is what it is for
+            HealthCheck.function_scoped_fixture,  # fresh_annotation_stats: once per test
         ],
     )
 
@@ -92,21 +92,6 @@ def build_tiny_model(cfg):
 
 def is_semantic(cfg):
     return cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor"
-
-
-@pytest.fixture(autouse=True)
-def fresh_stats():
-    ANNOTATION_STATS.clear()
-    yield
-    ANNOTATION_STATS.clear()
-
-
-@pytest.fixture(scope="module")
-def image_file(tmp_path_factory):
-    """A real H x W PNG the generated annotations belong to."""
-    path = tmp_path_factory.mktemp("hostile") / "hostile_image.png"
-    Image.fromarray(np.random.RandomState(0).randint(0, 255, (H, W, 3), dtype=np.uint8)).save(path)
-    return str(path)
 
 
 # ---------------------------------------------------------------------------------------------

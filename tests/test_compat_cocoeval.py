@@ -8,10 +8,9 @@ import json
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
+from detectron2.evaluation.fast_eval_api import COCOeval_opt
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-
-from detectron2.evaluation.fast_eval_api import COCOeval_opt
 
 
 def _random_dataset(seed, num_images=12, num_cats=3):

@@ -14,16 +14,15 @@ import collections
 import inspect
 from pathlib import Path
 
+import detectron2._C as d2_C
 import pytest
 import torch
 import torch.nn.functional as F
-from torchvision.ops import deform_conv2d
-
-import detectron2._C as d2_C
 from detectron2.config import get_cfg
 from detectron2.layers import DeformConv, ModulatedDeformConv, ShapeSpec
 from detectron2.layers.deform_conv import deform_conv, modulated_deform_conv
 from detectron2.modeling.backbone.resnet import DeformBottleneckBlock, build_resnet_backbone
+from torchvision.ops import deform_conv2d
 
 REPO_FILE = (
     Path(__file__).resolve().parent.parent / "projects" / "compat" / "portable_c" / "deform_conv.py"

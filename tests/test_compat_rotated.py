@@ -10,12 +10,11 @@ callers: ``detectron2.structures.pairwise_iou_rotated``, ``detectron2.layers.nms
 import math
 from pathlib import Path
 
+import detectron2._C as d2_C
 import numpy as np
 import pytest
 import torch
 import torchvision
-
-import detectron2._C as d2_C
 from detectron2.layers import ROIAlignRotated, batched_nms_rotated
 from detectron2.layers import nms_rotated as d2_nms_rotated
 from detectron2.layers.roi_align_rotated import roi_align_rotated

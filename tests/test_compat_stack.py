@@ -125,7 +125,8 @@ def test_detectron2_imports_without_the_project():
     out = run_python("""
         import sys
         import detectron2.modeling, detectron2.data, detectron2.evaluation, detectron2.engine
-        print("project imported", any(m == "projects" or m.startswith("projects.") for m in sys.modules))
+        imported = any(m == "projects" or m.startswith("projects.") for m in sys.modules)
+        print("project imported", imported)
         """)
     assert "project imported False" in out
 
@@ -157,7 +158,8 @@ def test_caffe2_free_flop_count():
         flops = count_flops(model, torch.rand(3, 64, 96) * 255)
         conv1 = flops.by_module_and_operator()["model.backbone.stem.conv1"]["conv"]
         # 7x7 stride-2 conv, 3 -> 64 channels, output 32 x 48: multiply-adds
-        print("conv1", conv1, 7 * 7 * 3 * 64 * 32 * 48, "total_gt_conv1", flops.total() > 10 * conv1)
+        expected = 7 * 7 * 3 * 64 * 32 * 48
+        print("conv1", conv1, expected, "total_gt_conv1", flops.total() > 10 * conv1)
         """)
     assert "analysis fails" in out or "analysis importable" in out
     conv1_line = [line for line in out.splitlines() if line.startswith("conv1")][0].split()
@@ -169,9 +171,9 @@ def test_deform_conv_layers_train_on_cpu():
     """v0.6 raises NotImplementedError for CPU backward; with the routing they match torchvision."""
     import torch
     import torchvision
+    from detectron2.layers import DeformConv, ModulatedDeformConv
 
     import projects  # noqa: F401  (installs the routing)
-    from detectron2.layers import DeformConv, ModulatedDeformConv
 
     torch.manual_seed(0)
     x = torch.randn(2, 4, 9, 8, dtype=torch.float64, requires_grad=True)
@@ -198,8 +200,9 @@ def test_deform_conv_layers_train_on_cpu():
 
 def test_map_dataset_replaces_skipped_samples():
     """v0.6 samples from a set (TypeError on Python >= 3.11); the fix picks another sample."""
-    import projects  # noqa: F401  (installs the fix)
     from detectron2.data.common import MapDataset
+
+    import projects  # noqa: F401  (installs the fix)
 
     dataset = MapDataset(list(range(6)), lambda x: None if x % 2 == 0 else x)
     assert [dataset[i] % 2 for i in range(6)] == [1] * 6

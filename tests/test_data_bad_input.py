@@ -44,11 +44,7 @@ def _mapper(is_train=True, skip=False, bad="filter"):
     )
 
 
-@pytest.fixture(autouse=True)
-def fresh_stats():
-    ANNOTATION_STATS.clear()
-    yield
-    ANNOTATION_STATS.clear()
+pytestmark = pytest.mark.usefixtures("fresh_annotation_stats")  # tests/conftest.py
 
 
 @pytest.fixture

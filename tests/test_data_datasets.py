@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 from pycocotools import mask as mask_util
 
-from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from projects.data.datasets import (
     ensure_datasets_registered,
     parse_coco_format_name,

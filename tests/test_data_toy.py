@@ -6,10 +6,10 @@ import os
 
 import numpy as np
 import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 from pycocotools.coco import COCO
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from projects.data.toy import (
     STUFF_CLASSES,
     THING_SHAPES,
@@ -253,7 +253,7 @@ def test_ground_truth_as_predictions_scores_perfect_coco_ap(registered_toy):
     """The COCO path end to end: contiguous ids map back to the JSON's non-contiguous ones."""
     import torch
     from detectron2.evaluation import COCOEvaluator
-    from detectron2.structures import BoxMode, Boxes, Instances
+    from detectron2.structures import Boxes, BoxMode, Instances
 
     name = f"{registered_toy}_val"
     evaluator = COCOEvaluator(name, output_dir=None)

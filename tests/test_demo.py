@@ -1,4 +1,5 @@
-"""demo.py: inputs (files, directories, globs), drawing, COCO JSON, unreadable and missing inputs."""
+"""demo.py: inputs (files, directories, globs), drawing, COCO JSON, unreadable and missing
+inputs."""
 
 import json
 import logging
@@ -6,11 +7,12 @@ import logging
 import numpy as np
 import pytest
 import torch
+from detectron2.modeling import build_model
 from PIL import Image
 
 import demo
-from detectron2.modeling import build_model
 from projects.demo import expand_inputs
+
 from tiny_coco import tiny_mask_rcnn_cfg, write_cfg
 
 

@@ -12,9 +12,10 @@ import os
 import pytest
 from detectron2.utils.env import seed_all_rng
 
-from learning import REPO
 from projects.engine.setup import load_config
 from projects.engine.trainer import Trainer
+
+from learning import REPO
 
 ITERATIONS = 20
 TOY_CONFIGS = sorted(

@@ -2,12 +2,13 @@
 
 import pytest
 import torch
+from detectron2.engine import default_argument_parser
 
 import train_net
-from detectron2.engine import default_argument_parser
 from projects.config import get_cfg
 from projects.engine.checkpoint import CheckpointError
 from projects.engine.config_keys import ConfigKeyError, config_key_suggestions, suggest_keys
+
 from tiny_coco import tiny_mask_rcnn_cfg, write_cfg
 
 

@@ -15,12 +15,14 @@ from projects.engine.checkpoint import ProjectCheckpointer
 from projects.engine.sampler import build_resumable_train_loader
 from projects.engine.trainer import Trainer, drop_metrics_from
 from projects.engine.worker_faults import DataLoaderWorkerError
+
 from tiny_coco import register_tiny_coco, tiny_mask_rcnn_cfg, write_cfg, write_tiny_coco
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Runs train_net.py with one fault injected by FAULT=<kind>:<target>:
-#   write:<file>@<n>  killed halfway through the n-th write of <file> (checkpoint or last_checkpoint)
+#   write:<file>@<n>  killed halfway through the n-th write of <file> (checkpoint or
+#                     last_checkpoint)
 #   tag:<file>    killed after <file> is complete, before last_checkpoint names it
 #   step:<k>      killed after iteration k (between checkpoints)
 _DRIVER = r"""

@@ -6,7 +6,6 @@ Timings are never asserted: only that they are measured, reported and combined c
 import importlib.util
 import json
 import os
-import sys
 
 import pytest
 import torch
@@ -24,9 +23,8 @@ from projects.evaluation.benchmark_report import TABLE_COLUMNS, TOY_COLUMNS
 from projects.evaluation.flop_handles import EXTRA_FLOP_HANDLES
 from projects.evaluation.mask_head_flops import conv_mask_head_flops, point_rend_mask_head_flops
 
-sys.path.insert(0, os.path.dirname(__file__))
-from pointrend_fixtures import instance_cfg  # noqa: E402
-from tiny_coco import register_tiny_coco, tiny_mask_rcnn_cfg, write_cfg, write_tiny_coco  # noqa
+from pointrend_fixtures import instance_cfg
+from tiny_coco import register_tiny_coco, tiny_mask_rcnn_cfg, write_cfg, write_tiny_coco
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location(

@@ -17,29 +17,31 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
+from projects.data.annotations import ANNOTATION_STATS, BadAnnotationError
+from projects.data.augmentations import ResizeShortestEdge
+from projects.data.mappers import InstanceDatasetMapper
+
 from hostile import (
-    derandomized,
-    fresh_stats,  # noqa: F401 (autouse fixture)
-    image_file,  # noqa: F401 (fixture)
     DOCUMENTED_ERROR,
-    H,
     MASK_FORMATS,
     NUM_CLASSES,
     OUTCOMES,
     VALID,
+    H,
     W,
-    run_lengths,
     annotation_lists,
     assert_finite_losses,
     assert_valid_instances,
     build_tiny_model,
     check_mapped,
+    derandomized,
     print_outcomes,
+    run_lengths,
     tiny_cfg,
 )
-from projects.data.annotations import ANNOTATION_STATS, BadAnnotationError
-from projects.data.augmentations import ResizeShortestEdge
-from projects.data.mappers import InstanceDatasetMapper
+
+# ANNOTATION_STATS are counted per test (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("fresh_annotation_stats")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,12 +15,16 @@ from detectron2.evaluation import SemSegEvaluator
 from detectron2.utils.events import EventStorage
 from PIL import Image
 
+from projects.data.image_io import read_image_robust
+from projects.data.mapper_registry import build_dataset_mapper
+from projects.demo import Predictor, metadata_for, run_on_images
+from projects.evaluation.coco_boundary import COCOBoundaryEvaluator
+
 from hostile import (
-    fresh_stats,  # noqa: F401 (autouse fixture)
-    H,
     OUTCOMES,
     TOY_CONFIGS,
     VALID,
+    H,
     W,
     assert_finite_losses,
     assert_output_size,
@@ -29,10 +33,9 @@ from hostile import (
     print_outcomes,
     tiny_cfg,
 )
-from projects.data.image_io import read_image_robust
-from projects.data.mapper_registry import build_dataset_mapper
-from projects.demo import Predictor, metadata_for, run_on_images
-from projects.evaluation.coco_boundary import COCOBoundaryEvaluator
+
+# ANNOTATION_STATS are counted per test (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("fresh_annotation_stats")
 
 
 # ---------------------------------------------------------------------------------------------

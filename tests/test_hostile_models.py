@@ -11,31 +11,33 @@ from detectron2.utils.events import EventStorage
 from hypothesis import given
 from hypothesis import strategies as st
 
+from projects.data.annotations import BadAnnotationError
+from projects.data.image_io import ImageSizeError
+from projects.data.mapper_registry import build_dataset_mapper
+
 from hostile import (
-    derandomized,
-    fresh_stats,  # noqa: F401 (autouse fixture)
-    image_file,  # noqa: F401 (fixture)
     DOCUMENTED_ERROR,
-    H,
     OUTCOMES,
     SKIPPED,
     TOY_CONFIGS,
     VALID,
+    H,
     W,
     annotation_lists,
     assert_finite_losses,
     assert_output_size,
     build_tiny_model,
     check_mapped,
+    derandomized,
     is_semantic,
     label_image,
     label_maps,
     print_outcomes,
     tiny_cfg,
 )
-from projects.data.annotations import BadAnnotationError
-from projects.data.image_io import ImageSizeError
-from projects.data.mapper_registry import build_dataset_mapper
+
+# ANNOTATION_STATS are counted per test (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("fresh_annotation_stats")
 
 
 # ---------------------------------------------------------------------------------------------

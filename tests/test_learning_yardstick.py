@@ -7,9 +7,10 @@ import os
 import pytest
 import torch
 
-from learning import bars, toy_config, train_toy
 from projects.engine.setup import load_config
 from projects.engine.trainer import Trainer
+
+from learning import bars, toy_config, train_toy
 
 
 def logged_loss(metrics_file, first, key="total_loss", count=2):

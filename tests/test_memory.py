@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from learning import REPO
 from projects.demo import Predictor, draw, metadata_for
 from projects.engine.setup import load_config
+
+from learning import REPO
 
 IMAGES = 200
 WARMUP = 70

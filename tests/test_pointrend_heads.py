@@ -9,13 +9,14 @@ from detectron2.modeling.roi_heads import StandardROIHeads
 from detectron2.projects import point_rend as d2_point_rend  # noqa: F401  (both registered)
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
-from pointrend_fixtures import build, instance_cfg, instance_inputs
 
 import pointrend
 from pointrend import point_features
 from pointrend.point_features import sample_features_at_points, sample_mask_labels_at_points
-from projects.layers import regular_grid_point_coords
 from pointrend.uncertainty import instance_mask_uncertainty, semantic_uncertainty
+from projects.layers import regular_grid_point_coords
+
+from pointrend_fixtures import build, instance_cfg, instance_inputs
 
 SHAPES = {"p2": ShapeSpec(channels=8, stride=4), "p3": ShapeSpec(channels=8, stride=8)}
 

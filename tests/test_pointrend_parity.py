@@ -4,6 +4,7 @@ losses and the same predictions from the same weights, input and seed."""
 import pytest
 import torch
 from detectron2.utils.events import EventStorage
+
 from pointrend_fixtures import (
     NUM_CLASSES,
     build,

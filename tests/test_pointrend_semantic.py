@@ -3,6 +3,7 @@
 import pytest
 import torch
 from detectron2.utils.events import EventStorage
+
 from pointrend_fixtures import NUM_CLASSES, build, semantic_cfg, semantic_inputs
 
 

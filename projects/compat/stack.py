@@ -35,8 +35,8 @@ The gaps, each with a test in ``tests/test_compat_stack.py``:
 
 import builtins
 import importlib
-import itertools
 import importlib.util
+import itertools
 import logging
 import os
 import sys

@@ -9,10 +9,9 @@ interface into ``Tensor -> tuple[Tensor]`` so that fvcore can trace it.
 import logging
 
 import torch
+from detectron2.structures import Boxes, Instances
 from fvcore.nn import FlopCountAnalysis
 from torch import nn
-
-from detectron2.structures import Boxes, Instances
 
 from .flop_handles import EXTRA_FLOP_HANDLES
 

@@ -63,8 +63,9 @@ def point_sample(input: Tensor, point_coords: Tensor, **kwargs) -> Tensor:
 
 def _use_gather_sampling(input: Tensor, point_coords: Tensor, kwargs: dict) -> bool:
     """Whether :func:`point_sample` takes :func:`bilinear_sample_rows`: on the CPU, for one map
-    (``grid_sample`` parallelises over maps only), for the bilinear / zero-padding / ``align_corners=False`` sampling this project uses, when no
-    gradient is needed (training keeps ``grid_sample``, bit for bit what Detectron2 computes)."""
+    (``grid_sample`` parallelises over maps only), for the bilinear / zero-padding /
+    ``align_corners=False`` sampling this project uses, when no gradient is needed (training
+    keeps ``grid_sample``, bit for bit what Detectron2 computes)."""
     if input.device.type != "cpu" or input.dim() != 4 or input.shape[0] != 1:
         return False
     if point_coords.numel() == 0 or input.numel() == 0:

@@ -1,4 +1,5 @@
-"""The three ``detectron2._C`` entry points behind ``detectron2.evaluation.fast_eval_api.COCOeval_opt``.
+"""The three ``detectron2._C`` entry points behind
+``detectron2.evaluation.fast_eval_api.COCOeval_opt``.
 
 ``COCOeval_opt.evaluate`` converts pycocotools' per-(image, category) annotations into
 ``InstanceAnnotation`` objects, then calls ``COCOevalEvaluateImages``; ``accumulate`` hands that
