@@ -259,7 +259,7 @@ def test_build_augmentations_by_name():
     assert [type(a) for a in build_augmentations(_cfg("ssd"), False)] == [T.Resize]
     default = build_augmentations(_cfg("default"), True)
     assert isinstance(default[0], T.ResizeShortestEdge)
-    with pytest.raises(KeyError, match="nope.*default, lsj, ssd"):
+    with pytest.raises(KeyError, match="nope.*default, lsj, semantic, ssd"):
         build_augmentations(_cfg("nope"), True)
 
 

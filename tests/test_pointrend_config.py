@@ -3,11 +3,14 @@
 import pytest
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
+from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.projects import point_rend as d2_point_rend
 
 from pointrend import add_pointrend_config
 from projects.config import get_cfg as project_get_cfg
+from projects.data.augmentations import PhotometricDistortion
+from projects.data.mappers import SemanticDatasetMapper
 
 
 def _flatten(node, prefix=""):
@@ -76,7 +79,8 @@ def test_published_detectron2_pointrend_yaml_merges(tmp_path):
     path.write_text(
         "MODEL:\n  ROI_MASK_HEAD:\n    NAME: RenderMaskHead\n    FC_DIM: 1024\n    NUM_FC: 2\n"
         "    OUTPUT_SIDE_RESOLUTION: 7\n    IN_FEATURES: ['p2']\n    POINT_HEAD_ON: True\n"
-        "    POOLER_TYPE: ''\n  POINT_HEAD:\n    FC_DIM: 256\n    NUM_FC: 3\n    IN_FEATURES: ['p2']\n"
+        "    POOLER_TYPE: ''\n  POINT_HEAD:\n    FC_DIM: 256\n    NUM_FC: 3\n"
+        "    IN_FEATURES: ['p2']\n"
         "  IMPLICIT_POINTREND:\n    PARAMS_L2_REGULARIZER: 0.00001\n"
         "INPUT:\n  MASK_FORMAT: bitmask\n  COLOR_AUG_SSD: True\n"
         "  CROP:\n    SINGLE_CATEGORY_MAX_AREA: 0.75\n"
@@ -110,6 +114,17 @@ def test_project_configs_load(name, mask_head):
     else:
         assert cfg.MODEL.SEM_SEG_HEAD.NAME == "RenderSemSegHead"
         assert cfg.MODEL.POINT_HEAD.NUM_CLASSES == cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+        # Detectron2's semantic recipe: resize, crop of the resized image, [SSD colours], flip
+        assert cfg.INPUT.DATASET_MAPPER_NAME == "SemanticDatasetMapper"
+        augs = SemanticDatasetMapper.from_config(cfg, is_train=True)["augmentations"]
+        expected = [T.ResizeShortestEdge, T.RandomCrop_CategoryAreaConstraint]
+        expected += [PhotometricDistortion] if cfg.INPUT.COLOR_AUG_SSD else []
+        expected += [T.RandomFlip]
+        assert len(augs) == len(expected), augs
+        assert all(isinstance(a, kind) for a, kind in zip(augs, expected)), augs
+        crop = augs[1]
+        assert tuple(crop.crop_aug.crop_size) == tuple(cfg.INPUT.CROP.SIZE) == (512, 1024)
+        assert crop.single_category_max_area == cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA
 
 
 def test_base_config_builds_the_pointrend_model():

@@ -483,7 +483,11 @@ def centre_keep_mask(transforms, boxes_xyxy, image_hw):
 def has_crop(augmentations):
     """Whether any augmentation may crop objects (then boxes are recomputed from masks)."""
     return any(
-        isinstance(a, (FixedSizeCrop, MinIoURandomCrop, T.RandomCrop)) for a in augmentations
+        isinstance(
+            a,
+            (FixedSizeCrop, MinIoURandomCrop, T.RandomCrop, T.RandomCrop_CategoryAreaConstraint),
+        )
+        for a in augmentations
     )
 
 
@@ -544,7 +548,38 @@ def _build_ssd(cfg, is_train):
     )
 
 
-AUGMENTATION_BUILDERS = {"default": _build_default, "lsj": _build_lsj, "ssd": _build_ssd}
+def _build_semantic(cfg, is_train):
+    """Detectron2's semantic-segmentation recipe (``build_sem_seg_train_aug`` of its PointRend and
+    DeepLab projects): resize, then crop (INPUT.CROP.*, retried until no single category covers
+    more than INPUT.CROP.SINGLE_CATEGORY_MAX_AREA of it), SSD colour distortion if
+    INPUT.COLOR_AUG_SSD, flip."""
+    if not is_train:
+        return _test_resize(cfg)
+    augs = [
+        ResizeShortestEdge(
+            cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
+        )
+    ]
+    if cfg.INPUT.CROP.ENABLED:
+        augs.append(
+            T.RandomCrop_CategoryAreaConstraint(
+                cfg.INPUT.CROP.TYPE,
+                cfg.INPUT.CROP.SIZE,
+                cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA,
+                cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            )
+        )
+    if cfg.INPUT.COLOR_AUG_SSD:
+        augs.append(PhotometricDistortion(cfg.INPUT.FORMAT))
+    return augs + _flip(cfg)
+
+
+AUGMENTATION_BUILDERS = {
+    "default": _build_default,
+    "lsj": _build_lsj,
+    "ssd": _build_ssd,
+    "semantic": _build_semantic,
+}
 
 
 def build_augmentations(cfg, is_train):
@@ -554,7 +589,12 @@ def build_augmentations(cfg, is_train):
     * ``"lsj"``: RandomFlip, ResizeScale(INPUT.LSJ.MIN_SCALE..MAX_SCALE of IMAGE_SIZE), then
       FixedSizeCrop(IMAGE_SIZE, pad with INPUT.LSJ.PAD_VALUE); test: ResizeShortestEdge;
     * ``"ssd"``: PhotometricDistortion, Expand(MODEL.PIXEL_MEAN), MinIoURandomCrop, RandomFlip,
-      Resize to INPUT.SSD.SIZE squared (YOLACT); test: the resize only.
+      Resize to INPUT.SSD.SIZE squared (YOLACT); test: the resize only;
+    * ``"semantic"``: Detectron2's semantic recipe: ResizeShortestEdge, then INPUT.CROP if
+      enabled (a crop of the resized image in which no category covers more than
+      INPUT.CROP.SINGLE_CATEGORY_MAX_AREA, ignore label aside; 10 tries), PhotometricDistortion
+      (SSD colours) if INPUT.COLOR_AUG_SSD, RandomFlip; test: ResizeShortestEdge. The semantic
+      mapper takes it for ``"default"``.
 
     Raises:
         KeyError: naming the unknown name and the known ones.

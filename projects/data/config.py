@@ -31,6 +31,8 @@ def add_data_config(cfg):
       probability (the canvas is filled with ``MODEL.PIXEL_MEAN``).
     * ``INPUT.SSD.MIN_IOUS``: IoU options of the min-IoU random crop (plus "keep" and "any").
     * ``INPUT.SSD.MIN_CROP_SIZE``: smallest crop side as a fraction of the image side.
+    * ``INPUT.CROP.SINGLE_CATEGORY_MAX_AREA`` (1.0) and ``INPUT.COLOR_AUG_SSD`` (False), read by
+      the ``"semantic"`` recipe (Detectron2's PointRend / DeepLab keys; added if missing).
 
     Bad input:
 
@@ -62,6 +64,10 @@ def add_data_config(cfg):
     cfg.INPUT.SSD.EXPAND_PROB = 0.5
     cfg.INPUT.SSD.MIN_IOUS = (0.1, 0.3, 0.7, 0.9)
     cfg.INPUT.SSD.MIN_CROP_SIZE = 0.3
+    if "SINGLE_CATEGORY_MAX_AREA" not in cfg.INPUT.CROP:
+        cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
+    if "COLOR_AUG_SSD" not in cfg.INPUT:
+        cfg.INPUT.COLOR_AUG_SSD = False
 
     cfg.DATALOADER.SKIP_BAD_IMAGES = False
     cfg.DATALOADER.BAD_ANNOTATIONS = "filter"

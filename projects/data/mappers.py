@@ -42,8 +42,6 @@ from detectron2.data import detection_utils as d2_utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, BoxMode, PolygonMasks
 
-from .augmentations import build_augmentations, centre_keep_mask, clip_polygon, has_crop
-from .image_io import BadImageError, read_image_for_dict, read_label_map
 from .annotations import (
     ANNOTATION_STATS,
     BadAnnotationError,
@@ -54,6 +52,14 @@ from .annotations import (
     sanitize_annotations,
     sanitize_label_map,
 )
+from .augmentations import (
+    AUGMENTATION_BUILDERS,
+    build_augmentations,
+    centre_keep_mask,
+    clip_polygon,
+    has_crop,
+)
+from .image_io import BadImageError, read_image_for_dict, read_label_map
 from .mapper_registry import DATASET_MAPPER_REGISTRY
 from .masks import _masks_as_bool, _segmentation_as_bool, instances_to_sem_seg, rle_to_polygons
 
@@ -419,6 +425,11 @@ class InstanceDatasetMapper:
 class SemanticDatasetMapper(InstanceDatasetMapper):
     """Semantic segmentation: image plus ``sem_seg`` (H, W) int64 read from ``sem_seg_file_name``.
 
+    Augmentations: ``INPUT.AUGMENTATIONS_NAME`` ``"default"`` means Detectron2's semantic recipe
+    here (``"semantic"`` in :func:`~projects.data.augmentations.build_augmentations`: resize, then
+    the category-area-constrained crop of ``INPUT.CROP``, ``INPUT.COLOR_AUG_SSD``, flip), as
+    Detectron2's PointRend and DeepLab projects build for semantic datasets.
+
     Label maps keep their stored values (palette indices included); padding added by the
     augmentations is ``MODEL.SEM_SEG_HEAD.IGNORE_VALUE``. Values that are neither a class of
     ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` nor the ignore value are bad annotations (ignored or an
@@ -428,6 +439,9 @@ class SemanticDatasetMapper(InstanceDatasetMapper):
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
         ret = super().from_config(cfg, is_train)
+        if cfg.INPUT.AUGMENTATIONS_NAME == "default":
+            # Detectron2's semantic recipes crop after the resize (build_sem_seg_train_aug).
+            ret["augmentations"] = AUGMENTATION_BUILDERS["semantic"](cfg, is_train)
         ret.update(
             use_instance_mask=False,
             use_keypoint=False,
