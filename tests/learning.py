@@ -12,7 +12,17 @@ from detectron2.engine import default_argument_parser
 import train_net
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_RESULTS = {}
+_RESULTS = {}  # (config name, *opts) -> (final evaluation results, output dir)
+_EVALUATIONS = []  # (config name, weights, opts, results) of evaluate_toy
+# The numbers the summary prints: (task, metric) in the order shown.
+_SUMMARY_METRICS = (
+    ("bbox", "AP"),
+    ("segm", "AP"),
+    ("boundary", "AP"),
+    ("sem_seg", "mIoU"),
+    ("sem_seg", "fwIoU"),
+    ("sem_seg", "pACC"),
+)
 
 
 def toy_config(name):
@@ -42,4 +52,29 @@ def evaluate_toy(config_name, weights, output_dir, *opts):
     ``train_net.py --eval-only`` would, and return the evaluation results."""
     argv = ["--config-file", toy_config(config_name), "--eval-only"]
     argv += ["MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(output_dir), *opts]
-    return train_net.main(default_argument_parser().parse_args(argv))
+    results = train_net.main(default_argument_parser().parse_args(argv))
+    _EVALUATIONS.append((config_name, weights, opts, results))
+    return results
+
+
+def _metrics_text(results):
+    return ", ".join(
+        f"{task} {metric} {results[task][metric]:.2f}"
+        for task, metric in _SUMMARY_METRICS
+        if task in results and metric in results[task]
+    )
+
+
+def summary_lines():
+    """One line per toy training (and extra evaluation) of this session, with its main metrics."""
+    lines = []
+    for (config_name, *opts), (results, _) in _RESULTS.items():
+        extra = f" {' '.join(opts)}" if opts else ""
+        lines.append(f"{config_name}{extra}: {_metrics_text(results)}")
+    for config_name, weights, opts, results in _EVALUATIONS:
+        extra = f" {' '.join(opts)}" if opts else ""
+        trained = os.path.basename(os.path.dirname(str(weights)))
+        lines.append(
+            f"{config_name} --eval-only{extra} ({trained}'s weights): {_metrics_text(results)}"
+        )
+    return lines
