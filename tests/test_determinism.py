@@ -1,6 +1,6 @@
 """Determinism on the CPU: two runs of a toy config with the same seed give bit-identical losses.
 
-Every toy config (the methods' CPU-sized configs under ``configs/toy``) is trained twice for 20
+Every toy config (the methods' CPU-sized configs under ``configs/toy``) is trained twice for 10
 iterations with its own seed, data pipeline (one loader worker) and model; only the image size and
 batch are reduced to keep the test short. No op used on the CPU is non-deterministic, so none of
 the configs declares an exception.
@@ -17,7 +17,7 @@ from projects.engine.trainer import Trainer
 
 from learning import REPO
 
-ITERATIONS = 20
+ITERATIONS = 10
 TOY_CONFIGS = sorted(
     os.path.basename(p)
     for p in glob.glob(os.path.join(REPO, "configs", "toy", "*.yaml"))

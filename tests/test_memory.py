@@ -1,9 +1,9 @@
-"""Memory under load: inference and drawing over 200 small images in one process do not grow the
+"""Memory under load: inference and drawing over 150 small images in one process do not grow the
 resident memory (no leak from caches, hooks or the visualizer).
 
 Every toy config (one per landed method, plus the yardstick) runs with random weights at a small
-test size through the demo's predictor and drawing. The resident set size after 200 images may
-exceed the one after the first 70 (allocator warm-up done) by at most ``BOUND_MB``: a leak of a
+test size through the demo's predictor and drawing. The resident set size after 150 images may
+exceed the one after the first 50 (allocator warm-up done) by at most ``BOUND_MB``: a leak of a
 drawing per image (a 96 x 128 RGB drawing is 37 KB, its matplotlib figure far more) or of the
 model's outputs breaks it.
 """
@@ -20,8 +20,8 @@ from projects.engine.setup import load_config
 
 from learning import REPO
 
-IMAGES = 200
-WARMUP = 70
+IMAGES = 150
+WARMUP = 50
 BOUND_MB = 25.0
 TOY_CONFIGS = sorted(
     os.path.basename(p)
@@ -41,7 +41,7 @@ def _rss_mb():
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
 @pytest.mark.parametrize("config_name", TOY_CONFIGS)
-def test_inference_over_200_images_does_not_grow_memory(config_name, tmp_path):
+def test_inference_over_150_images_does_not_grow_memory(config_name, tmp_path):
     opts = [
         "INPUT.MIN_SIZE_TEST", "96",
         "INPUT.MAX_SIZE_TEST", "128",
