@@ -16,7 +16,7 @@ projects/evaluation/benchmark.py for what is measured and how.
 Toy accuracy: each config's method is trained from scratch on the bundled toy data by its toy
 config (configs/toy/; which one: TOY_CONFIGS in projects/evaluation/benchmark_toy.py) with
 train_net.py, in <output-dir>/toy/<name>/ (its log streamed here and kept there as
-train_net.log), about 6.5 min per toy config on 2 CPU cores. Every toy config is trained (those
+train_net.log), about 5 min per toy config on 2 CPU cores. Every toy config is trained (those
 no benchmarked config maps to get rows of their own); a finished run of the same config is
 reused unless --toy-retrain.
 """
@@ -106,7 +106,7 @@ def build_parser():
         "--toy-accuracy",
         action="store_true",
         help="also train and evaluate each method's toy config on the bundled toy data "
-        "(box / mask / boundary AP, mIoU for semantic; ~6.5 min per toy config on 2 CPU cores)",
+        "(box / mask / boundary AP, mIoU for semantic; ~5 min per toy config on 2 CPU cores)",
     )
     p.add_argument(
         "--toy-accuracy-only",
