@@ -134,8 +134,7 @@ def draw(image_rgb, output, metadata):
 
 
 def output_path(output, input_file, num_inputs):
-    """Where the drawing of ``input_file`` goes: ``output`` itself for one input with a file
-    name."""
+    """Where the drawing of ``input_file`` goes (``output`` itself for one named input file)."""
     if num_inputs == 1 and os.path.splitext(output)[1].lower() in IMAGE_EXTENSIONS:
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         return output

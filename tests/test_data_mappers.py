@@ -319,10 +319,13 @@ def test_semantic_mapper_crops_after_the_resize_as_detectron2_semantic_recipes(t
         np.random.seed(seed)
         out = mapper(dict(d))
         assert out["image"].shape == (3, 40, 56) and out["sem_seg"].shape == (40, 56)
-        # each label pixel is 2 x 2 after the x2 resize: columns of one label come in pairs
-        column_labels = out["sem_seg"][0]
-        changes = torch.nonzero(column_labels[1:] != column_labels[:-1]).flatten()
+        # the crop size is the output size (a crop taken before the resize would come out
+        # resized to short side 96), and the label map is cropped with the image: the two
+        # vertical bands, so at most one label change along a row and the same one on every row
+        row = out["sem_seg"][0]
+        changes = torch.nonzero(row[1:] != row[:-1]).flatten()
         assert len(changes) <= 1
+        assert (out["sem_seg"] == row).all()
     test_out = build_dataset_mapper(_semantic_cfg((40, 56)), False)(dict(d))
     assert test_out["image"].shape == (3, 96, 128)  # no crop at test time
 

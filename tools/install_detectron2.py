@@ -12,8 +12,8 @@ so its own ``setup.py`` cannot build. This script:
    model-zoo YAML/Python configs, and ``detectron2.projects.{point_rend,deeplab,panoptic_deeplab}``,
 4. adds ``detectron2/_C`` in portable PyTorch (``projects/compat/portable_c`` of this repository)
    and ``detectron2/_stack_compat.py`` (``projects/compat/stack.py``), imported first thing by
-   ``detectron2/__init__.py``, so that Detectron2 works on today's Pillow/numpy/setuptools on its
-   own,
+   ``detectron2/__init__.py``, so that Detectron2 works on its own on today's
+   Pillow/numpy/setuptools,
 5. installs the wheel with ``pip install --no-deps`` (dependencies come from requirements.txt).
 
 Usage::

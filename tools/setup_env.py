@@ -82,8 +82,7 @@ def inputs_hash():
     for path in files:
         digest.update(path.name.encode())
         digest.update(path.read_bytes() if path.is_file() else b"<missing>")
-    # The editable install maps the top-level packages it found: a new method package needs it
-    # redone.
+    # The editable install maps the top-level packages it found: a new method package redoes it.
     packages = sorted(p.parent.name for p in REPO.glob("*/__init__.py"))
     digest.update(" ".join(packages).encode())
     digest.update(os.environ.get("TORCH_SPEC", DEFAULT_TORCH_SPEC).encode())

@@ -498,6 +498,14 @@ def _flip(cfg):
     return [T.RandomFlip(horizontal=mode == "horizontal", vertical=mode == "vertical")]
 
 
+def _train_resize(cfg):
+    return [
+        ResizeShortestEdge(
+            cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
+        )
+    ]
+
+
 def _test_resize(cfg):
     return [ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
 
@@ -506,11 +514,7 @@ def _build_default(cfg, is_train):
     """Detectron2's ``build_augmentation`` with :class:`ResizeShortestEdge`."""
     if not is_train:
         return _test_resize(cfg)
-    augs = [
-        ResizeShortestEdge(
-            cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
-        )
-    ] + _flip(cfg)
+    augs = _train_resize(cfg) + _flip(cfg)
     if cfg.INPUT.CROP.ENABLED:
         augs.insert(0, RandomCropNoShapely(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
     return augs
@@ -555,11 +559,7 @@ def _build_semantic(cfg, is_train):
     INPUT.COLOR_AUG_SSD, flip."""
     if not is_train:
         return _test_resize(cfg)
-    augs = [
-        ResizeShortestEdge(
-            cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
-        )
-    ]
+    augs = _train_resize(cfg)
     if cfg.INPUT.CROP.ENABLED:
         augs.append(
             T.RandomCrop_CategoryAreaConstraint(
