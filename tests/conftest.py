@@ -18,7 +18,7 @@ def fresh_annotation_stats():
 @pytest.fixture(scope="module")
 def image_file(tmp_path_factory):
     """A real H x W PNG (``hostile.H``, ``hostile.W``) the generated annotations belong to."""
-    from hostile import H, W
+    from tests.helpers.hostile import H, W
 
     path = tmp_path_factory.mktemp("hostile") / "hostile_image.png"
     Image.fromarray(np.random.RandomState(0).randint(0, 255, (H, W, 3), dtype=np.uint8)).save(path)
@@ -28,7 +28,7 @@ def image_file(tmp_path_factory):
 def pytest_terminal_summary(terminalreporter):
     """Print what every toy training of the session reached (the slow learning checks), so a CI
     log records the measured numbers beside pass / fail."""
-    from learning import summary_lines
+    from tests.helpers.learning import summary_lines
 
     lines = summary_lines()
     if lines:

@@ -12,8 +12,7 @@ from PIL import Image
 
 import demo
 from projects.demo import expand_inputs
-
-from tiny_coco import tiny_mask_rcnn_cfg, write_cfg
+from tests.helpers.tiny_coco import tiny_mask_rcnn_cfg, write_cfg
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,7 @@ from detectron2.utils.env import seed_all_rng
 
 from projects.engine.setup import load_config
 from projects.engine.trainer import Trainer
-
-from learning import REPO
+from tests.helpers.learning import REPO
 
 ITERATIONS = 10
 TOY_CONFIGS = sorted(

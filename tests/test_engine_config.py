@@ -8,8 +8,7 @@ import train_net
 from projects.config import get_cfg
 from projects.engine.checkpoint import CheckpointError
 from projects.engine.config_keys import ConfigKeyError, config_key_suggestions, suggest_keys
-
-from tiny_coco import tiny_mask_rcnn_cfg, write_cfg
+from tests.helpers.tiny_coco import tiny_mask_rcnn_cfg, write_cfg
 
 
 def _args(*argv):

@@ -15,8 +15,12 @@ from projects.engine.checkpoint import ProjectCheckpointer
 from projects.engine.sampler import build_resumable_train_loader
 from projects.engine.trainer import Trainer, drop_metrics_from
 from projects.engine.worker_faults import DataLoaderWorkerError
-
-from tiny_coco import register_tiny_coco, tiny_mask_rcnn_cfg, write_cfg, write_tiny_coco
+from tests.helpers.tiny_coco import (
+    register_tiny_coco,
+    tiny_mask_rcnn_cfg,
+    write_cfg,
+    write_tiny_coco,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,8 +9,12 @@ import projects.engine.launch as launch_module
 import train_net
 from projects.engine.launch import launch
 from projects.engine.trainer import Trainer
-
-from tiny_coco import register_tiny_coco, tiny_mask_rcnn_cfg, write_cfg, write_tiny_coco
+from tests.helpers.tiny_coco import (
+    register_tiny_coco,
+    tiny_mask_rcnn_cfg,
+    write_cfg,
+    write_tiny_coco,
+)
 
 DATASET = "engine_launch_tiny"
 

@@ -13,8 +13,12 @@ from detectron2.utils.env import seed_all_rng
 import train_net
 from projects.engine.sampler import ResumableBatchSampler
 from projects.engine.trainer import Trainer
-
-from tiny_coco import register_tiny_coco, tiny_mask_rcnn_cfg, write_cfg, write_tiny_coco
+from tests.helpers.tiny_coco import (
+    register_tiny_coco,
+    tiny_mask_rcnn_cfg,
+    write_cfg,
+    write_tiny_coco,
+)
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,13 @@ from projects.evaluation.benchmark_measure import calibrate_random_norms, load_i
 from projects.evaluation.benchmark_report import TABLE_COLUMNS, TOY_COLUMNS
 from projects.evaluation.flop_handles import EXTRA_FLOP_HANDLES
 from projects.evaluation.mask_head_flops import conv_mask_head_flops, point_rend_mask_head_flops
-
-from pointrend_fixtures import instance_cfg
-from tiny_coco import register_tiny_coco, tiny_mask_rcnn_cfg, write_cfg, write_tiny_coco
+from tests.helpers.pointrend_fixtures import instance_cfg
+from tests.helpers.tiny_coco import (
+    register_tiny_coco,
+    tiny_mask_rcnn_cfg,
+    write_cfg,
+    write_tiny_coco,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location(

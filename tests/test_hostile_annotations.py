@@ -20,8 +20,7 @@ from PIL import Image
 from projects.data.annotations import ANNOTATION_STATS, BadAnnotationError
 from projects.data.augmentations import ResizeShortestEdge
 from projects.data.mappers import InstanceDatasetMapper
-
-from hostile import (
+from tests.helpers.hostile import (
     DOCUMENTED_ERROR,
     MASK_FORMATS,
     NUM_CLASSES,

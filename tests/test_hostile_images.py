@@ -19,8 +19,7 @@ from projects.data.image_io import read_image_robust
 from projects.data.mapper_registry import build_dataset_mapper
 from projects.demo import Predictor, metadata_for, run_on_images
 from projects.evaluation.coco_boundary import COCOBoundaryEvaluator
-
-from hostile import (
+from tests.helpers.hostile import (
     OUTCOMES,
     TOY_CONFIGS,
     VALID,

@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 from projects.data.annotations import BadAnnotationError
 from projects.data.image_io import ImageSizeError
 from projects.data.mapper_registry import build_dataset_mapper
-
-from hostile import (
+from tests.helpers.hostile import (
     DOCUMENTED_ERROR,
     OUTCOMES,
     SKIPPED,

@@ -1,7 +1,6 @@
 """The yardstick: Detectron2's Mask R-CNN learns on the toy data, and the bar separates learning
 from not learning (an untrained model scores far below it)."""
 
-import json
 import os
 
 import pytest
@@ -9,24 +8,7 @@ import torch
 
 from projects.engine.setup import load_config
 from projects.engine.trainer import Trainer
-
-from learning import bars, toy_config, train_toy
-
-
-def logged_loss(metrics_file, first, key="total_loss", count=2):
-    """Mean of ``key`` over the first (or last) ``count`` rows of Detectron2's metrics.json (one
-    row every 20 iterations, each the median of its window)."""
-    with open(metrics_file) as f:
-        rows = [json.loads(line) for line in f if f'"{key}"' in line]
-    rows = rows[:count] if first else rows[-count:]
-    return sum(r[key] for r in rows) / len(rows)
-
-
-def assert_losses_fell(metrics_file, factors):
-    """Each loss ``key`` ends below ``factors[key]`` times where it started."""
-    for key, factor in factors.items():
-        start, end = logged_loss(metrics_file, True, key), logged_loss(metrics_file, False, key)
-        assert end < factor * start, f"{key}: {start:.3f} -> {end:.3f}"
+from tests.helpers.learning import assert_losses_fell, bars, toy_config, train_toy
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from learning import REPO
+from tests.helpers.learning import REPO
 
 LINTED = ["projects", "pointrend", "tools", "tests", "train_net.py", "demo.py", "setup.py"]
 

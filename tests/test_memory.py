@@ -17,8 +17,7 @@ import torch
 
 from projects.demo import Predictor, draw, metadata_for
 from projects.engine.setup import load_config
-
-from learning import REPO
+from tests.helpers.learning import REPO
 
 IMAGES = 150
 WARMUP = 50

@@ -15,8 +15,7 @@ from pointrend import point_features
 from pointrend.point_features import sample_features_at_points, sample_mask_labels_at_points
 from pointrend.uncertainty import instance_mask_uncertainty, semantic_uncertainty
 from projects.layers import regular_grid_point_coords
-
-from pointrend_fixtures import build, instance_cfg, instance_inputs
+from tests.helpers.pointrend_fixtures import build, instance_cfg, instance_inputs
 
 SHAPES = {"p2": ShapeSpec(channels=8, stride=4), "p3": ShapeSpec(channels=8, stride=8)}
 

@@ -13,8 +13,7 @@ import os
 
 import pytest
 
-from learning import bars, evaluate_toy, train_toy
-from test_learning_yardstick import assert_losses_fell
+from tests.helpers.learning import assert_losses_fell, bars, evaluate_toy, train_toy
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import pytest
 import torch
 from detectron2.utils.events import EventStorage
 
-from pointrend_fixtures import (
+from tests.helpers.pointrend_fixtures import (
     NUM_CLASSES,
     build,
     d2_instance_cfg,

@@ -4,7 +4,7 @@ import pytest
 import torch
 from detectron2.utils.events import EventStorage
 
-from pointrend_fixtures import NUM_CLASSES, build, semantic_cfg, semantic_inputs
+from tests.helpers.pointrend_fixtures import NUM_CLASSES, build, semantic_cfg, semantic_inputs
 
 
 def _deeplab_cfg():

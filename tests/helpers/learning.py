@@ -4,6 +4,7 @@ Bars (the mask AP etc. a config must reach on the toy data) live in ``configs/to
 to the configs, each with the value measured when it was set.
 """
 
+import json
 import os
 
 import yaml
@@ -11,7 +12,7 @@ from detectron2.engine import default_argument_parser
 
 import train_net
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _RESULTS = {}  # (config name, *opts) -> (final evaluation results, output dir)
 _EVALUATIONS = []  # (config name, weights, opts, results) of evaluate_toy
 # The numbers the summary prints: (task, metric) in the order shown.
@@ -78,3 +79,19 @@ def summary_lines():
             f"{config_name} --eval-only{extra} ({trained}'s weights): {_metrics_text(results)}"
         )
     return lines
+
+
+def logged_loss(metrics_file, first, key="total_loss", count=2):
+    """Mean of ``key`` over the first (or last) ``count`` rows of Detectron2's metrics.json (one
+    row every 20 iterations, each the median of its window)."""
+    with open(metrics_file) as f:
+        rows = [json.loads(line) for line in f if f'"{key}"' in line]
+    rows = rows[:count] if first else rows[-count:]
+    return sum(r[key] for r in rows) / len(rows)
+
+
+def assert_losses_fell(metrics_file, factors):
+    """Each loss ``key`` ends below ``factors[key]`` times where it started."""
+    for key, factor in factors.items():
+        start, end = logged_loss(metrics_file, True, key), logged_loss(metrics_file, False, key)
+        assert end < factor * start, f"{key}: {start:.3f} -> {end:.3f}"

@@ -20,8 +20,7 @@ from PIL import Image
 
 from projects.data.annotations import BadAnnotationError
 from projects.engine.setup import load_config
-
-from learning import REPO
+from tests.helpers.learning import REPO
 
 H, W = 24, 32  # the image the generated annotations belong to
 NUM_CLASSES = 3  # of the mapper-level property test

@@ -1,0 +1,1 @@
+"""The test suite (``make test``; ``make test-unit`` without the slow checks)."""

@@ -1,0 +1,1 @@
+"""Helpers shared by the test modules (toy trainings, hostile-input strategies, tiny models)."""
