@@ -1,0 +1,1 @@
+"""Model pieces shared by the methods: postprocessing of predictions, backbone variants."""
