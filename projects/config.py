@@ -7,8 +7,16 @@ and :func:`projects.evaluation.config.add_evaluation_config`.
 """
 
 import importlib
+import logging
+from importlib import metadata
 
-# (package, adder) of every method; a package is skipped while it has not landed yet.
+logger = logging.getLogger(__name__)
+
+# Entry-point group through which a method installed outside this repository joins: its
+# distribution declares ``entry_points={"d2_instance_seg.methods": ["name = package:adder"]}``.
+METHOD_ENTRY_POINT_GROUP = "d2_instance_seg.methods"
+# (package, adder) of every method of this repository; a package is skipped while it has not
+# landed yet.
 METHOD_CONFIG_ADDERS = (
     ("pointrend", "add_pointrend_config"),
     ("blendmask", "add_blendmask_config"),
@@ -29,15 +37,31 @@ def add_projects_config(cfg):
     add_evaluation_config(cfg)
 
 
-def add_all_configs(cfg):
-    """Add the shared keys and every method's keys to ``cfg`` in place.
+def _method_adders():
+    """``(package, adder name)`` of this repository's methods, then of the installed ones that
+    joined through :data:`METHOD_ENTRY_POINT_GROUP`."""
+    adders = list(METHOD_CONFIG_ADDERS)
+    for entry in metadata.entry_points(group=METHOD_ENTRY_POINT_GROUP):
+        package, _, adder = entry.value.partition(":")
+        if not adder:
+            raise ValueError(
+                f"entry point {entry.name!r} of group {METHOD_ENTRY_POINT_GROUP!r} must be "
+                f"'package:adder', got {entry.value!r}"
+            )
+        if (package, adder) not in adders:
+            adders.append((package, adder))
+    return adders
 
-    This is the only function in ``projects`` that imports method packages (lazily, so that
-    ``projects`` never imports them at module level). Importing a method package also registers
-    its models in Detectron2's registries.
+
+def import_method_packages():
+    """Import every method package (which registers its models in Detectron2's registries and
+    its :class:`projects.methods.Method`); returns ``[(module, adder function)]``.
+
+    This and :func:`add_all_configs` are the only functions in ``projects`` that import method
+    packages (lazily, so that ``projects`` never imports them at module level).
     """
-    add_projects_config(cfg)
-    for package, adder in METHOD_CONFIG_ADDERS:
+    found = []
+    for package, adder in _method_adders():
         try:
             module = importlib.import_module(package)
         except ModuleNotFoundError as e:
@@ -48,7 +72,16 @@ def add_all_configs(cfg):
             continue  # a folder without __init__.py (a method not landed yet) is not a package
         if not hasattr(module, adder):
             raise AttributeError(f"method package {package!r} must export {adder}(cfg)")
-        getattr(module, adder)(cfg)
+        found.append((module, getattr(module, adder)))
+    return found
+
+
+def add_all_configs(cfg):
+    """Add the shared keys and every method's keys to ``cfg`` in place (see
+    :func:`import_method_packages`)."""
+    add_projects_config(cfg)
+    for _module, adder in import_method_packages():
+        adder(cfg)
     return cfg
 
 
