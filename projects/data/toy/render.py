@@ -32,6 +32,8 @@ class ToyConfig:
     """Content knobs of the generator (changing a default changes the data: bump the version).
 
     Attributes:
+        classes (tuple[str]): names of the thing classes (of ``THING_SHAPES``), in contiguous-id
+            order.
         min_size, max_size (int): range of image height and width (each drawn independently).
         max_instances (int): most shapes placed in one image (before visibility filtering).
         empty_prob (float): probability of an image with no shapes.
@@ -42,8 +44,14 @@ class ToyConfig:
         min_fragment (int): visible fragments smaller than this are given to what lies behind.
         polygon_prob (float): probability that an image stores polygons (else RLE).
         noise_sigma (tuple[float, float]): range of the per-image Gaussian pixel noise.
+        hue_cue_prob (float): probability that an object's main colour takes its class's hue.
+        hue_jitter (float): standard deviation of that hue around the class's.
+        second_hue_prob (float): probability that the pattern's second colour is a shade of the
+            main one (else any hue).
+        hues (tuple[float] or None): hue of each class; None: each shape's own ``hue``.
     """
 
+    classes: tuple = tuple(shape.name for shape in THING_SHAPES)
     min_size: int = 192
     max_size: int = 320
     max_instances: int = 15
@@ -56,6 +64,20 @@ class ToyConfig:
     min_fragment: int = 5
     polygon_prob: float = 0.5
     noise_sigma: tuple = (2.0, 7.0)
+    hue_cue_prob: float = 0.6
+    hue_jitter: float = 0.05
+    second_hue_prob: float = 0.5
+    hues: tuple = None
+
+    @property
+    def shapes(self):
+        """The :class:`ShapeClass` of each class, in contiguous-id order."""
+        by_name = {shape.name: shape for shape in THING_SHAPES}
+        return tuple(by_name[name] for name in self.classes)
+
+    def hue(self, category):
+        """The hue class ``category`` (contiguous index) leans to."""
+        return self.hues[category] if self.hues is not None else self.shapes[category].hue
 
 
 @dataclass
@@ -108,9 +130,10 @@ def _place_shapes(rng, height, width, config):
     count = int(rng.integers(1, config.max_instances + 1))
     placed, centers = [], []
     log_lo, log_hi = np.log(config.min_scale), np.log(config.max_scale)
+    shapes = config.shapes
     for _ in range(count):
-        category = int(rng.integers(len(THING_SHAPES)))
-        shape = THING_SHAPES[category]
+        category = int(rng.integers(len(shapes)))
+        shape = shapes[category]
         scale = float(np.exp(rng.uniform(log_lo, log_hi)))
         if centers and rng.random() < config.cluster_prob:
             ax, ay, a_scale = centers[int(rng.integers(len(centers)))]
@@ -158,10 +181,19 @@ def _resolve_visibility(placed, config):
     return kept
 
 
-def _paint(rng, image, full, visible, category, angle):
+def _paint(rng, image, full, visible, category, angle, config):
     ys, xs = np.nonzero(full)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    texture = object_texture(rng, y1 - y0, x1 - x0, THING_SHAPES[category].hue, angle)
+    texture = object_texture(
+        rng,
+        y1 - y0,
+        x1 - x0,
+        config.hue(category),
+        angle,
+        cue_prob=config.hue_cue_prob,
+        jitter=config.hue_jitter,
+        second_hue_prob=config.second_hue_prob,
+    )
     window = visible[y0:y1, x0:x1]
     image[y0:y1, x0:x1][window] = texture[window]
 
@@ -182,12 +214,12 @@ def render_sample(seed, split, index, config=None):
     rng = sample_rng(seed, split, index)
     height, width = (int(v) for v in rng.integers(config.min_size, config.max_size + 1, size=2))
     image, stuff = render_stuff(rng, height, width)
-    sem_seg = (stuff + len(THING_SHAPES)).astype(np.uint8)
+    sem_seg = (stuff + len(config.classes)).astype(np.uint8)
     mask_format = "polygon" if rng.random() < config.polygon_prob else "rle"
     kept = _resolve_visibility(_place_shapes(rng, height, width, config), config)
     instances = []
     for depth, (category, visible, full, angle) in zip(range(len(kept) - 1, -1, -1), kept):
-        _paint(rng, image, full, visible, category, angle)
+        _paint(rng, image, full, visible, category, angle, config)
         sem_seg[visible] = category
         segmentation = mask_to_polygons(visible) if mask_format == "polygon" else None
         if segmentation is None:

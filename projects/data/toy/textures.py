@@ -152,21 +152,27 @@ def render_stuff(rng, height, width):
 PATTERNS = (("flat", 0.25), ("stripes", 0.2), ("checker", 0.15), ("spots", 0.2), ("gradient", 0.2))
 
 
-def object_texture(rng, height, width, class_hue, angle):
+def object_texture(
+    rng, height, width, class_hue, angle, cue_prob=0.6, jitter=0.05, second_hue_prob=0.5
+):
     """Fill for one object: a pattern of two colours with a weak class colour tendency.
 
     Args:
         rng (np.random.Generator): source of randomness.
         height, width (int): size of the object's window.
-        class_hue (float): hue the class leans to (used for 60% of instances).
+        class_hue (float): hue the class leans to.
         angle (float): the object's rotation, so patterns turn with it.
+        cue_prob (float): probability that the main colour takes ``class_hue`` (with a normal
+            ``jitter``), else any hue.
+        jitter (float): standard deviation of the main hue around ``class_hue``.
+        second_hue_prob (float): probability that the second colour is a shade of the main one.
 
     Returns:
         np.ndarray: (height, width, 3) float32 in [0, 255].
     """
-    hue = class_hue + rng.normal(0, 0.05) if rng.random() < 0.6 else rng.random()
+    hue = class_hue + rng.normal(0, jitter) if rng.random() < cue_prob else rng.random()
     first = hsv_color(hue, rng.uniform(0.3, 1.0), rng.uniform(0.35, 1.0))
-    if rng.random() < 0.5:
+    if rng.random() < second_hue_prob:
         second = hsv_color(hue + rng.normal(0, 0.03), rng.uniform(0.2, 1.0), rng.uniform(0.1, 0.6))
     else:
         second = hsv_color(rng.random(), rng.uniform(0.2, 1.0), rng.uniform(0.3, 1.0))

@@ -22,8 +22,7 @@ import time
 
 from PIL import Image
 
-from .render import SPLIT_CODES, render_sample
-from .shapes import THING_SHAPES
+from .render import SPLIT_CODES, ToyConfig, render_sample
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +67,10 @@ def _stamp_matches(toy_dir, expected):
         return False
 
 
-def _categories():
+def _categories(config):
     return [
         {"id": shape.dataset_id, "name": shape.name, "supercategory": "shape"}
-        for shape in THING_SHAPES
+        for shape in config.shapes
     ]
 
 
@@ -79,12 +78,13 @@ def _write_png(array, path):
     Image.fromarray(array).save(path, format="PNG", compress_level=3)
 
 
-def write_split(toy_dir, split, count, seed):
+def write_split(toy_dir, split, count, seed, config=None):
     """Generate ``count`` images of ``split`` into ``toy_dir`` and write its COCO JSON.
 
     Returns:
         dict: statistics (images, instances, polygon and RLE annotation counts).
     """
+    config = config or ToyConfig()
     paths = toy_paths(toy_dir, split)
     for key in ("image_root", "sem_seg_root"):
         os.makedirs(paths[key], exist_ok=True)
@@ -93,7 +93,7 @@ def write_split(toy_dir, split, count, seed):
     stats = {"images": count, "instances": 0, "polygon": 0, "rle": 0}
     start = time.perf_counter()
     for index in range(count):
-        sample = render_sample(seed, split, index)
+        sample = render_sample(seed, split, index, config)
         stem = f"{index:06d}.png"
         _write_png(sample.image, os.path.join(paths["image_root"], stem))
         _write_png(sample.sem_seg, os.path.join(paths["sem_seg_root"], stem))
@@ -110,7 +110,7 @@ def write_split(toy_dir, split, count, seed):
                 {
                     "id": len(annotations) + 1,
                     "image_id": image_id,
-                    "category_id": THING_SHAPES[instance.category].dataset_id,
+                    "category_id": config.shapes[instance.category].dataset_id,
                     "segmentation": instance.segmentation,
                     "area": int(instance.mask.sum()),
                     "bbox": [float(v) for v in bbox],
@@ -132,14 +132,16 @@ def write_split(toy_dir, split, count, seed):
         "licenses": [],
         "images": images,
         "annotations": annotations,
-        "categories": _categories(),
+        "categories": _categories(config),
     }
     with open(paths["json_file"], "w") as f:
         json.dump(coco, f, separators=(",", ":"))
     return stats
 
 
-def generate_toy_dataset(toy_dir, *, num_train=DEFAULT_NUM_TRAIN, num_val=DEFAULT_NUM_VAL, seed=0):
+def generate_toy_dataset(
+    toy_dir, *, num_train=DEFAULT_NUM_TRAIN, num_val=DEFAULT_NUM_VAL, seed=0, config=None
+):
     """Generate every split into ``toy_dir`` (created; not atomic: see :func:`ensure_toy_dataset`).
 
     The version stamp is written last, so an interrupted run never looks complete.
@@ -150,7 +152,9 @@ def generate_toy_dataset(toy_dir, *, num_train=DEFAULT_NUM_TRAIN, num_val=DEFAUL
     counts = {"train": num_train, "val": num_val}
     assert set(counts) == set(SPLIT_CODES)
     os.makedirs(toy_dir, exist_ok=True)
-    stats = {split: write_split(toy_dir, split, count, seed) for split, count in counts.items()}
+    stats = {
+        split: write_split(toy_dir, split, count, seed, config) for split, count in counts.items()
+    }
     with open(os.path.join(toy_dir, STAMP_FILE), "w") as f:
         json.dump(_stamp(seed, num_train, num_val), f, indent=1, sort_keys=True)
     return stats
