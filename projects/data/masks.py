@@ -82,9 +82,11 @@ def instances_to_sem_seg(
 
     Larger instances are painted first, so where instances overlap the smaller one wins (equal
     areas: the later one). Crowd regions are ``ignore_value`` unless an instance covers them.
+    Without instances (N = 0, e.g. a crop removed them all) the target is all background apart
+    from the crowd regions.
 
     Args:
-        masks (np.ndarray): (N, H, W) bool instance masks.
+        masks (np.ndarray): (N, H, W) bool instance masks; N may be 0.
         classes (np.ndarray): (N,) contiguous class ids in [0, num_classes).
         image_hw (tuple[int, int]): (H, W).
         num_classes (int or None): K; required for ``background="last"``.
@@ -110,7 +112,10 @@ def instances_to_sem_seg(
     for crowd in crowd_masks:
         sem[crowd] = ignore_value
     masks = np.asarray(masks, dtype=bool).reshape((-1,) + tuple(image_hw))
-    areas = masks.reshape(len(masks), -1).sum(1)
+    classes = np.asarray(classes).reshape(-1)
+    if len(classes) != len(masks):
+        raise ValueError(f"instances_to_sem_seg: {len(masks)} masks but {len(classes)} classes")
+    areas = masks.sum(axis=(1, 2))
     for i in np.argsort(-areas, kind="stable"):
         sem[masks[i]] = int(classes[i]) + offset
     return torch.from_numpy(sem)
