@@ -1,40 +1,24 @@
 """Config keys of PointRend: Detectron2's own PointRend keys, so its published YAMLs work.
 
-The adder only adds what is missing: it never re-creates a subtree and never overwrites a value,
-so it is idempotent and keeps the keys other adders (or Detectron2's own PointRend adder) put
-under the same nodes.
+The adder only adds what is missing (:func:`projects.config.add_missing_keys`): it never
+re-creates a subtree and never overwrites a value, so it is idempotent and keeps the keys other
+adders (or Detectron2's own PointRend adder) put under the same nodes.
 """
 
 import logging
 
 from detectron2.config import CfgNode as CN
 
+from projects.config import add_missing_from, add_missing_keys, shared_config_keys
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["add_pointrend_config"]
 
 
-def _add_missing(node: CN, key: str, value) -> None:
-    """Set ``node.<key>`` to ``value`` unless it exists; sub-nodes (``"A.B"``) are created only
-    if missing."""
-    *parents, leaf = key.split(".")
-    for name in parents:
-        if name not in node:
-            setattr(node, name, CN())
-        node = node[name]
-    if leaf not in node:
-        setattr(node, leaf, value)
-
-
-# (key, default, meaning). Keys that exist already (Detectron2's, another adder's) are kept.
+# (key, default, meaning): PointRend's own keys. Keys that exist already (Detectron2's, another
+# adder's) are kept.
 _POINTREND_KEYS = (
-    # -- data (semantic segmentation recipes) --
-    (
-        "INPUT.CROP.SINGLE_CATEGORY_MAX_AREA",
-        1.0,
-        "retry random crops until no single category covers more than this fraction",
-    ),
-    ("INPUT.COLOR_AUG_SSD", False, "SSD's color augmentation for semantic segmentation training"),
     # -- coarse mask head (instance) --
     ("MODEL.ROI_MASK_HEAD.IN_FEATURES", ("p2",), "feature maps the coarse head samples"),
     ("MODEL.ROI_MASK_HEAD.FC_DIM", 1024, "width of the coarse head's FC layers"),
@@ -64,28 +48,11 @@ _POINTREND_KEYS = (
 )
 
 
-def _add_missing_from(cfg: CN, adder) -> None:
-    """Run ``adder`` on a copy of ``cfg`` and add to ``cfg`` only the keys it lacks."""
-    scratch = cfg.clone()
-    adder(scratch)
-
-    def merge(dst: CN, src: CN) -> None:
-        for key, value in src.items():
-            if key not in dst:
-                setattr(dst, key, value)
-            elif isinstance(value, CN) and isinstance(dst[key], CN):
-                merge(dst[key], value)
-
-    merge(cfg, scratch)
-
-
 def add_pointrend_config(cfg: CN) -> CN:
     """Add PointRend's keys to ``cfg`` in place (only the missing ones) and return it.
 
     Keys (Detectron2 PointRend's names and defaults):
 
-    * ``INPUT.CROP.SINGLE_CATEGORY_MAX_AREA`` (1.0), ``INPUT.COLOR_AUG_SSD`` (False): used by
-      semantic-segmentation recipes.
     * ``MODEL.ROI_MASK_HEAD.IN_FEATURES`` (``("p2",)``): maps the coarse head samples its 14 x 14
       (``POOLER_RESOLUTION``) RoI grid from; ``FC_DIM`` (1024), ``NUM_FC`` (2): its FC layers;
       ``OUTPUT_SIDE_RESOLUTION`` (7): side of the coarse mask; ``POINT_HEAD_ON`` (False): refine
@@ -102,20 +69,26 @@ def add_pointrend_config(cfg: CN) -> CN:
       (True), ``PARAMS_L2_REGULARIZER`` (1e-5).
 
     * DeepLab's keys (``MODEL.SEM_SEG_HEAD.ASPP_*``, ``PROJECT_*``, ``LOSS_TYPE``,
-      ``MODEL.RESNETS.STEM_TYPE``, ``RES5_MULTI_GRID``, ``SOLVER.POLY_LR_*``, ...), added only where
-      missing from ``detectron2.projects.deeplab.add_deeplab_config``, so that PointRend on
-      DeepLabV3+ (``COARSE_SEM_SEG_HEAD_NAME: DeepLabV3PlusHead``) configs load.
+      ``MODEL.RESNETS.STEM_TYPE``, ``RES5_MULTI_GRID``, ...), added only where missing from
+      ``detectron2.projects.deeplab.add_deeplab_config``, so that PointRend on DeepLabV3+
+      (``COARSE_SEM_SEG_HEAD_NAME: DeepLabV3PlusHead``) configs load. DeepLab's keys that
+      ``projects`` owns (``INPUT.CROP.SINGLE_CATEGORY_MAX_AREA``, ``SOLVER.POLY_LR_*``: see
+      :func:`projects.config.shared_config_keys`) are left to their owner.
+
+    The data keys of Detectron2's PointRend (``INPUT.CROP.SINGLE_CATEGORY_MAX_AREA``,
+    ``INPUT.COLOR_AUG_SSD``) are :func:`projects.data.config.add_data_config`'s; run
+    :func:`projects.config.add_all_configs` (or ``projects.config.get_cfg()``) for a config that
+    loads every YAML of ``configs/PointRend/``.
 
     Note that a YAML written for Detectron2's PointRend names its classes
     (``PointRendMaskHead``, ``StandardPointHead``, ...); this project's are ``RenderMaskHead``,
     ``RenderPointHead``, ... (see ``pointrend/__init__.py``).
     """
-    for key, value, _meaning in _POINTREND_KEYS:
-        _add_missing(cfg, key, value)
+    add_missing_keys(cfg, {key: value for key, value, _meaning in _POINTREND_KEYS})
     try:
         from detectron2.projects.deeplab import add_deeplab_config
     except ImportError:  # a Detectron2 without its DeepLab project: DeepLab configs won't load
         logger.debug("detectron2.projects.deeplab is unavailable; DeepLab keys not added")
     else:
-        _add_missing_from(cfg, add_deeplab_config)
+        add_missing_from(cfg, add_deeplab_config, exclude=shared_config_keys())
     return cfg

@@ -4,11 +4,21 @@ All adders must run before ``merge_from_file`` (yacs rejects unknown keys), and 
 under its own namespace only. The shared keys are documented where they are added:
 :func:`projects.data.config.add_data_config`, :func:`projects.engine.config.add_engine_config`
 and :func:`projects.evaluation.config.add_evaluation_config`.
+
+Every key has one owner, the adder that defines it, and every adder (shared or a method's) adds
+its keys with :func:`add_missing_keys`: a key that exists already is kept and a node that exists
+already is completed, never re-created. Running the adders twice or in any order therefore gives
+the same config. A foreign adder that assigns (Detectron2's ``add_deeplab_config``, say) is run
+through :func:`add_missing_from`.
 """
 
+import copy
 import importlib
 import logging
 from importlib import metadata
+from typing import Any, Callable, Iterable, Iterator, Mapping, Tuple
+
+from detectron2.config import CfgNode as CN
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +36,80 @@ METHOD_CONFIG_ADDERS = (
 )
 
 
+def add_missing_keys(cfg: CN, defaults: Mapping[str, Any]) -> CN:
+    """Add each key of ``defaults`` to ``cfg`` in place, only where it is missing.
+
+    Missing nodes on a key's path are created; existing nodes and values are kept, so keys that
+    Detectron2 or another adder put under the same node survive. Values are deep-copied: two
+    configs never share a mutable default.
+
+    Args:
+        cfg: the config to complete.
+        defaults: dotted key -> default value, e.g. ``{"MODEL.POINT_HEAD.FC_DIM": 256}``.
+
+    Returns:
+        ``cfg``.
+
+    Raises:
+        TypeError: a key's path runs through a value that is not a node (names the key).
+    """
+    for key, value in defaults.items():
+        *parents, leaf = key.split(".")
+        node = cfg
+        for depth, name in enumerate(parents):
+            if name not in node:
+                setattr(node, name, CN())
+            node = node[name]
+            if not isinstance(node, CN):
+                path = ".".join(parents[: depth + 1])
+                raise TypeError(
+                    f"cannot add config key {key!r}: {path} is a value ({node!r}), not a node"
+                )
+        if leaf not in node:
+            setattr(node, leaf, copy.deepcopy(value))
+    return cfg
+
+
+def config_items(cfg: CN, prefix: str = "") -> Iterator[Tuple[str, Any]]:
+    """Every leaf of ``cfg`` as ``(dotted key, value)``, in the config's order; an empty node is
+    a leaf (its value is the empty ``CfgNode``)."""
+    for name, value in cfg.items():
+        if isinstance(value, CN) and len(value):
+            yield from config_items(value, f"{prefix}{name}.")
+        else:
+            yield prefix + name, value
+
+
+def _has_key(cfg: CN, key: str) -> bool:
+    node = cfg
+    for name in key.split("."):
+        if not isinstance(node, CN) or name not in node:
+            return False
+        node = node[name]
+    return True
+
+
+def add_missing_from(cfg: CN, adder: Callable[[CN], Any], exclude: Iterable[str] = ()) -> CN:
+    """Add to ``cfg`` in place the keys a foreign ``adder`` would add, only where missing.
+
+    ``adder`` (one that assigns, such as Detectron2's ``add_deeplab_config``) runs on a copy of
+    ``cfg``; of the keys it leaves there, those ``cfg`` lacks are added with their values, except
+    the dotted keys in ``exclude`` (keys another adder owns).
+
+    Returns:
+        ``cfg``.
+    """
+    scratch = cfg.clone()
+    adder(scratch)
+    exclude = frozenset(exclude)
+    new = {
+        key: value
+        for key, value in config_items(scratch)
+        if key not in exclude and not _has_key(cfg, key)
+    }
+    return add_missing_keys(cfg, new)
+
+
 def add_projects_config(cfg):
     """Add the keys shared by all methods (see the module docstring) to ``cfg`` in place."""
     from .data.config import add_data_config
@@ -35,6 +119,7 @@ def add_projects_config(cfg):
     add_data_config(cfg)
     add_engine_config(cfg)
     add_evaluation_config(cfg)
+    return cfg
 
 
 def _method_adders():
@@ -53,14 +138,31 @@ def _method_adders():
     return adders
 
 
-def import_method_packages():
-    """Import every method package (which registers its models in Detectron2's registries and
-    its :class:`projects.methods.Method`); returns ``[(module, adder function)]``.
+def shared_config_keys() -> frozenset:
+    """The dotted keys :func:`add_projects_config` adds to Detectron2's defaults (the keys whose
+    owner is ``projects``; a method adder that runs a foreign adder leaves them out)."""
+    from detectron2.config import get_cfg as d2_get_cfg
 
-    This and :func:`add_all_configs` are the only functions in ``projects`` that import method
-    packages (lazily, so that ``projects`` never imports them at module level).
+    defaults = d2_get_cfg()
+    before = {key for key, _ in config_items(defaults)}
+    return frozenset(key for key, _ in config_items(add_projects_config(defaults))) - before
+
+
+def method_config_adders():
+    """``(package, adder)`` of every method that has landed: this repository's, in
+    :data:`METHOD_CONFIG_ADDERS` order, then those installed through
+    :data:`METHOD_ENTRY_POINT_GROUP`.
+
+    Imports the method packages (which registers their models in Detectron2's registries and
+    their :class:`projects.methods.Method`). A package that does not exist, or a folder without
+    ``__init__.py``, has not landed and is left out. This and :func:`add_all_configs` are the
+    only functions in ``projects`` that import method packages (lazily, so that ``projects``
+    never imports them at module level).
+
+    Raises:
+        AttributeError: a method package does not export its adder.
     """
-    found = []
+    adders = []
     for package, adder in _method_adders():
         try:
             module = importlib.import_module(package)
@@ -72,15 +174,19 @@ def import_method_packages():
             continue  # a folder without __init__.py (a method not landed yet) is not a package
         if not hasattr(module, adder):
             raise AttributeError(f"method package {package!r} must export {adder}(cfg)")
-        found.append((module, getattr(module, adder)))
-    return found
+        adders.append((package, getattr(module, adder)))
+    return adders
 
 
 def add_all_configs(cfg):
-    """Add the shared keys and every method's keys to ``cfg`` in place (see
-    :func:`import_method_packages`)."""
+    """Add the shared keys and every method's keys to ``cfg`` in place.
+
+    This is the only function in ``projects`` that imports method packages (lazily, so that
+    ``projects`` never imports them at module level). Importing a method package also registers
+    its models in Detectron2's registries.
+    """
     add_projects_config(cfg)
-    for _module, adder in import_method_packages():
+    for _package, adder in method_config_adders():
         adder(cfg)
     return cfg
 

@@ -22,7 +22,7 @@ Every method package declares one :class:`Method` and registers it when it is im
 The benchmark (:mod:`projects.benchmark`), the demo (:mod:`projects.demo`), the toy-accuracy runs
 and the test contract (``tests/contract``) read only :func:`registered_methods`; adding a method
 edits nothing in ``projects/``. :func:`registered_methods` first imports every method package
-(:func:`projects.config.import_method_packages`), so a method is known as soon as it is installed.
+(:func:`projects.config.method_config_adders`), so a method is known as soon as it is installed.
 
 Configs are named relative to the project's config folder (:func:`config_root`), e.g.
 ``"toy/mask_rcnn.yaml"`` or ``"PointRend/x.yaml"``; ``"zoo:<path>"`` names a file of
@@ -169,9 +169,9 @@ def register_method(method: Method) -> Method:
 
 def registered_methods() -> Tuple[Method, ...]:
     """Every known method, Detectron2's yardsticks first, after importing all method packages."""
-    from .config import import_method_packages
+    from .config import method_config_adders
 
-    import_method_packages()
+    method_config_adders()
     return tuple(_METHODS.values())
 
 

@@ -10,7 +10,9 @@ from detectron2.data import detection_utils as d2_utils
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode, polygons_to_bitmask
 
+from projects.data import augmentations
 from projects.data.augmentations import (
+    AUGMENTATION_REGISTRY,
     CanvasTransform,
     ClipCropTransform,
     Expand,
@@ -259,8 +261,46 @@ def test_build_augmentations_by_name():
     assert [type(a) for a in build_augmentations(_cfg("ssd"), False)] == [T.Resize]
     default = build_augmentations(_cfg("default"), True)
     assert isinstance(default[0], T.ResizeShortestEdge)
-    with pytest.raises(KeyError, match="nope.*default, lsj, semantic, ssd"):
+    with pytest.raises(KeyError, match="INPUT.AUGMENTATIONS_NAME='nope' is not registered"):
         build_augmentations(_cfg("nope"), True)
+
+
+BUILT_IN_RECIPES = ("default", "lsj", "semantic", "ssd")
+
+
+def test_unknown_recipe_error_lists_the_registered_names():
+    with pytest.raises(KeyError) as info:
+        build_augmentations(_cfg("nope"), True)
+    known = str(info.value).split("known: ")[1].rstrip("'\"").split(", ")
+    assert set(BUILT_IN_RECIPES) <= set(known) and known == sorted(known)
+    assert set(known) == {name for name, _ in AUGMENTATION_REGISTRY}
+
+
+@pytest.mark.parametrize("name", BUILT_IN_RECIPES)
+def test_built_in_recipes_are_registered_under_their_config_names(name):
+    assert AUGMENTATION_REGISTRY.get(name) is getattr(augmentations, name)
+    for is_train in (True, False):
+        augs = build_augmentations(_cfg(name), is_train)
+        assert augs and all(isinstance(a, T.Augmentation) for a in augs)
+
+
+def test_a_recipe_registered_outside_projects_is_built_by_name(monkeypatch):
+    # A private copy of the registry's table, so the recipe is gone after the test.
+    monkeypatch.setattr(AUGMENTATION_REGISTRY, "_obj_map", dict(AUGMENTATION_REGISTRY))
+
+    @AUGMENTATION_REGISTRY.register()
+    def method_square_resize(cfg, is_train):  # what a method package does on import
+        size = cfg.INPUT.MIN_SIZE_TEST
+        return [T.Resize((size, size))] + ([T.RandomFlip()] if is_train else [])
+
+    cfg = _cfg("method_square_resize")
+    cfg.INPUT.MIN_SIZE_TEST = 32
+    train, test = build_augmentations(cfg, True), build_augmentations(cfg, False)
+    assert [type(a) for a in train] == [T.Resize, T.RandomFlip] and [type(a) for a in test] == [
+        T.Resize
+    ]
+    image = np.zeros((H, W, 3), dtype=np.uint8)
+    assert T.AugmentationList(test)(T.AugInput(image)).apply_image(image).shape == (32, 32, 3)
 
 
 def test_default_crop_clips_polygons_without_shapely():

@@ -6,8 +6,10 @@ from detectron2.config import get_cfg
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.projects import point_rend as d2_point_rend
+from detectron2.projects.deeplab import add_deeplab_config
 
 from pointrend import add_pointrend_config
+from projects.config import add_projects_config
 from projects.config import get_cfg as project_get_cfg
 from projects.data.augmentations import PhotometricDistortion
 from projects.data.mappers import SemanticDatasetMapper
@@ -38,8 +40,30 @@ def test_adds_detectron2_pointrend_keys():
         "SUBDIVISION_STEPS",
     ):
         assert ours.MODEL.POINT_HEAD[key] == theirs.MODEL.POINT_HEAD[key]
-    assert ours.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA == 1.0 and ours.INPUT.COLOR_AUG_SSD is False
     assert "ASPP_CHANNELS" in ours.MODEL.SEM_SEG_HEAD  # DeepLab coarse heads can be configured
+
+
+def test_adds_only_model_keys_and_leaves_the_shared_ones_to_their_owners():
+    defaults = set(_flatten(get_cfg()))
+    added = set(_flatten(add_pointrend_config(get_cfg()))) - defaults
+    assert added and all(key.startswith("MODEL.") for key in added), sorted(added)
+    # Detectron2's PointRend and DeepLab data / solver keys come from projects' adders
+    for key in (
+        "INPUT.COLOR_AUG_SSD",
+        "INPUT.CROP.SINGLE_CATEGORY_MAX_AREA",
+        "SOLVER.POLY_LR_POWER",
+    ):
+        assert key not in added
+
+
+def test_with_the_shared_keys_every_detectron2_pointrend_and_deeplab_key_exists():
+    theirs = get_cfg()
+    d2_point_rend.add_pointrend_config(theirs)
+    add_deeplab_config(theirs)
+    ours = add_pointrend_config(add_projects_config(get_cfg()))
+    assert set(_flatten(theirs)) <= set(_flatten(ours))
+    assert ours.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA == 1.0 and ours.INPUT.COLOR_AUG_SSD is False
+    assert ours.SOLVER.POLY_LR_POWER == 0.9 and ours.SOLVER.POLY_LR_CONSTANT_ENDING == 0.0
 
 
 def test_idempotent():
@@ -85,7 +109,7 @@ def test_published_detectron2_pointrend_yaml_merges(tmp_path):
         "INPUT:\n  MASK_FORMAT: bitmask\n  COLOR_AUG_SSD: True\n"
         "  CROP:\n    SINGLE_CATEGORY_MAX_AREA: 0.75\n"
     )
-    cfg = add_pointrend_config(get_cfg())
+    cfg = project_get_cfg()
     cfg.merge_from_file(str(path))
     assert cfg.MODEL.ROI_MASK_HEAD.POINT_HEAD_ON and cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA == 0.75
 

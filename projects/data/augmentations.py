@@ -10,8 +10,10 @@ Crops here clip polygons themselves: Detectron2 v0.6's ``CropTransform.apply_pol
 (bitmasks, label maps) with 0; mappers that need "ignore" in padded areas transform an all-ones
 validity map alongside (see ``projects.data.mappers``).
 
-Builder: :func:`build_augmentations` picks the list by ``cfg.INPUT.AUGMENTATIONS_NAME``
-(``"default"`` | ``"lsj"`` | ``"ssd"``).
+Recipes: :func:`build_augmentations` builds the list of the recipe named by
+``cfg.INPUT.AUGMENTATIONS_NAME`` in
+:data:`~projects.data.augmentation_registry.AUGMENTATION_REGISTRY`; the built-in ones, registered
+here, are ``"default"``, ``"lsj"``, ``"ssd"`` and ``"semantic"``.
 """
 
 import logging
@@ -21,6 +23,8 @@ import numpy as np
 from detectron2.data import transforms as T
 from fvcore.transforms.transform import Transform, TransformList
 from PIL import Image
+
+from .augmentation_registry import AUGMENTATION_REGISTRY, build_augmentations
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +39,7 @@ __all__ = [
     "PhotometricDistortion",
     "RandomCropNoShapely",
     "ResizeShortestEdge",
+    "AUGMENTATION_REGISTRY",
     "build_augmentations",
     "centre_keep_mask",
     "has_crop",
@@ -453,7 +458,7 @@ class RandomCropNoShapely(T.RandomCrop):
 
 
 # ---------------------------------------------------------------------------------------------
-# Helpers for mappers and the builder
+# Helpers for mappers and the recipes
 # ---------------------------------------------------------------------------------------------
 def _flatten(transforms):
     if isinstance(transforms, TransformList):
@@ -510,8 +515,14 @@ def _test_resize(cfg):
     return [ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
 
 
-def _build_default(cfg, is_train):
-    """Detectron2's ``build_augmentation`` with :class:`ResizeShortestEdge`."""
+# ---------------------------------------------------------------------------------------------
+# Recipes (INPUT.AUGMENTATIONS_NAME), registered under their function names
+# ---------------------------------------------------------------------------------------------
+@AUGMENTATION_REGISTRY.register()
+def default(cfg, is_train):
+    """Detectron2's ``build_augmentation`` with :class:`ResizeShortestEdge`: train: INPUT.CROP if
+    enabled, ResizeShortestEdge, RandomFlip; test: ResizeShortestEdge. The semantic mapper takes
+    :func:`semantic` for ``"default"``."""
     if not is_train:
         return _test_resize(cfg)
     augs = _train_resize(cfg) + _flip(cfg)
@@ -520,7 +531,10 @@ def _build_default(cfg, is_train):
     return augs
 
 
-def _build_lsj(cfg, is_train):
+@AUGMENTATION_REGISTRY.register()
+def lsj(cfg, is_train):
+    """Large-scale jitter: RandomFlip, ResizeScale(INPUT.LSJ.MIN_SCALE..MAX_SCALE of IMAGE_SIZE),
+    then FixedSizeCrop(IMAGE_SIZE, pad with INPUT.LSJ.PAD_VALUE); test: ResizeShortestEdge."""
     if not is_train:
         return _test_resize(cfg)
     size = cfg.INPUT.LSJ.IMAGE_SIZE
@@ -530,7 +544,10 @@ def _build_lsj(cfg, is_train):
     ]
 
 
-def _build_ssd(cfg, is_train):
+@AUGMENTATION_REGISTRY.register()
+def ssd(cfg, is_train):
+    """YOLACT's SSD pipeline: PhotometricDistortion, Expand(MODEL.PIXEL_MEAN), MinIoURandomCrop,
+    RandomFlip, Resize to INPUT.SSD.SIZE squared; test: the resize only."""
     size = cfg.INPUT.SSD.SIZE
     resize = [T.Resize((size, size))]
     if not is_train:
@@ -552,11 +569,13 @@ def _build_ssd(cfg, is_train):
     )
 
 
-def _build_semantic(cfg, is_train):
+@AUGMENTATION_REGISTRY.register()
+def semantic(cfg, is_train):
     """Detectron2's semantic-segmentation recipe (``build_sem_seg_train_aug`` of its PointRend and
-    DeepLab projects): resize, then crop (INPUT.CROP.*, retried until no single category covers
-    more than INPUT.CROP.SINGLE_CATEGORY_MAX_AREA of it), SSD colour distortion if
-    INPUT.COLOR_AUG_SSD, flip."""
+    DeepLab projects): ResizeShortestEdge, then INPUT.CROP if enabled (a crop of the resized image
+    in which no category covers more than INPUT.CROP.SINGLE_CATEGORY_MAX_AREA, ignore label aside;
+    10 tries), PhotometricDistortion (SSD colours) if INPUT.COLOR_AUG_SSD, RandomFlip; test:
+    ResizeShortestEdge."""
     if not is_train:
         return _test_resize(cfg)
     augs = _train_resize(cfg)
@@ -572,35 +591,3 @@ def _build_semantic(cfg, is_train):
     if cfg.INPUT.COLOR_AUG_SSD:
         augs.append(PhotometricDistortion(cfg.INPUT.FORMAT))
     return augs + _flip(cfg)
-
-
-AUGMENTATION_BUILDERS = {
-    "default": _build_default,
-    "lsj": _build_lsj,
-    "ssd": _build_ssd,
-    "semantic": _build_semantic,
-}
-
-
-def build_augmentations(cfg, is_train):
-    """Augmentation list named by ``cfg.INPUT.AUGMENTATIONS_NAME``.
-
-    * ``"default"``: Detectron2's (ResizeShortestEdge + RandomFlip; INPUT.CROP if enabled);
-    * ``"lsj"``: RandomFlip, ResizeScale(INPUT.LSJ.MIN_SCALE..MAX_SCALE of IMAGE_SIZE), then
-      FixedSizeCrop(IMAGE_SIZE, pad with INPUT.LSJ.PAD_VALUE); test: ResizeShortestEdge;
-    * ``"ssd"``: PhotometricDistortion, Expand(MODEL.PIXEL_MEAN), MinIoURandomCrop, RandomFlip,
-      Resize to INPUT.SSD.SIZE squared (YOLACT); test: the resize only;
-    * ``"semantic"``: Detectron2's semantic recipe: ResizeShortestEdge, then INPUT.CROP if
-      enabled (a crop of the resized image in which no category covers more than
-      INPUT.CROP.SINGLE_CATEGORY_MAX_AREA, ignore label aside; 10 tries), PhotometricDistortion
-      (SSD colours) if INPUT.COLOR_AUG_SSD, RandomFlip; test: ResizeShortestEdge. The semantic
-      mapper takes it for ``"default"``.
-
-    Raises:
-        KeyError: naming the unknown name and the known ones.
-    """
-    name = cfg.INPUT.AUGMENTATIONS_NAME
-    if name not in AUGMENTATION_BUILDERS:
-        known = ", ".join(sorted(AUGMENTATION_BUILDERS))
-        raise KeyError(f"INPUT.AUGMENTATIONS_NAME={name!r} is unknown; known: {known}")
-    return AUGMENTATION_BUILDERS[name](cfg, is_train)

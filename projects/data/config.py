@@ -1,10 +1,13 @@
 """Config keys of the data layer (mappers, augmentations, dataset registration)."""
 
-from detectron2.config import CfgNode as CN
+from ..config import add_missing_keys
 
 
 def add_data_config(cfg):
-    """Add the data keys to ``cfg`` in place (only new names under INPUT.* and DATALOADER.*).
+    """Add the data keys to ``cfg`` in place where they are missing.
+
+    Only new names under INPUT.* and DATALOADER.*; a key that exists is kept (see
+    :func:`projects.config.add_missing_keys`).
 
     Mapper:
 
@@ -21,8 +24,11 @@ def add_data_config(cfg):
 
     Augmentations (see ``projects.data.augmentations.build_augmentations``):
 
-    * ``INPUT.AUGMENTATIONS_NAME``: ``"default"`` (Detectron2's ResizeShortestEdge + flip),
-      ``"lsj"`` (large-scale jitter) or ``"ssd"`` (YOLACT's SSD-style pipeline).
+    * ``INPUT.AUGMENTATIONS_NAME``: the recipe's name in
+      :data:`projects.data.augmentation_registry.AUGMENTATION_REGISTRY`. Built in: ``"default"``
+      (Detectron2's ResizeShortestEdge + flip), ``"lsj"`` (large-scale jitter), ``"ssd"``
+      (YOLACT's SSD-style pipeline), ``"semantic"`` (Detectron2's semantic-segmentation recipe);
+      a method package registers its own recipes when it is imported.
     * ``INPUT.LSJ.MIN_SCALE`` / ``MAX_SCALE``: range of the random scale of the target size.
     * ``INPUT.LSJ.IMAGE_SIZE``: target and crop size (square).
     * ``INPUT.LSJ.PAD_VALUE``: image padding value of the fixed-size crop.
@@ -32,7 +38,8 @@ def add_data_config(cfg):
     * ``INPUT.SSD.MIN_IOUS``: IoU options of the min-IoU random crop (plus "keep" and "any").
     * ``INPUT.SSD.MIN_CROP_SIZE``: smallest crop side as a fraction of the image side.
     * ``INPUT.CROP.SINGLE_CATEGORY_MAX_AREA`` (1.0) and ``INPUT.COLOR_AUG_SSD`` (False), read by
-      the ``"semantic"`` recipe (Detectron2's PointRend / DeepLab keys; added if missing).
+      the ``"semantic"`` recipe (the names and defaults of Detectron2's PointRend and DeepLab
+      projects, whose YAMLs set them; this is their only adder here).
 
     Bad input:
 
@@ -44,30 +51,27 @@ def add_data_config(cfg):
       mask model, ...) and ignores label-map values that are not classes, with a logged, counted
       warning; ``"error"`` raises naming the annotation id (or label map) and file.
     """
-    cfg.INPUT.DATASET_MAPPER_NAME = "InstanceDatasetMapper"
-    cfg.INPUT.POLYGON_FROM_RLE = True
-
-    cfg.INPUT.INSTANCE_SEM_SEG = CN()
-    cfg.INPUT.INSTANCE_SEM_SEG.ENABLED = False
-    cfg.INPUT.INSTANCE_SEM_SEG.BACKGROUND = "last"
-    cfg.INPUT.INSTANCE_SEM_SEG.IGNORE_VALUE = 255
-
-    cfg.INPUT.AUGMENTATIONS_NAME = "default"
-    cfg.INPUT.LSJ = CN()
-    cfg.INPUT.LSJ.MIN_SCALE = 0.1
-    cfg.INPUT.LSJ.MAX_SCALE = 2.0
-    cfg.INPUT.LSJ.IMAGE_SIZE = 1024
-    cfg.INPUT.LSJ.PAD_VALUE = 128.0
-    cfg.INPUT.SSD = CN()
-    cfg.INPUT.SSD.SIZE = 550
-    cfg.INPUT.SSD.EXPAND_MAX_RATIO = 4.0
-    cfg.INPUT.SSD.EXPAND_PROB = 0.5
-    cfg.INPUT.SSD.MIN_IOUS = (0.1, 0.3, 0.7, 0.9)
-    cfg.INPUT.SSD.MIN_CROP_SIZE = 0.3
-    if "SINGLE_CATEGORY_MAX_AREA" not in cfg.INPUT.CROP:
-        cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
-    if "COLOR_AUG_SSD" not in cfg.INPUT:
-        cfg.INPUT.COLOR_AUG_SSD = False
-
-    cfg.DATALOADER.SKIP_BAD_IMAGES = False
-    cfg.DATALOADER.BAD_ANNOTATIONS = "filter"
+    add_missing_keys(
+        cfg,
+        {
+            "INPUT.DATASET_MAPPER_NAME": "InstanceDatasetMapper",
+            "INPUT.POLYGON_FROM_RLE": True,
+            "INPUT.INSTANCE_SEM_SEG.ENABLED": False,
+            "INPUT.INSTANCE_SEM_SEG.BACKGROUND": "last",
+            "INPUT.INSTANCE_SEM_SEG.IGNORE_VALUE": 255,
+            "INPUT.AUGMENTATIONS_NAME": "default",
+            "INPUT.LSJ.MIN_SCALE": 0.1,
+            "INPUT.LSJ.MAX_SCALE": 2.0,
+            "INPUT.LSJ.IMAGE_SIZE": 1024,
+            "INPUT.LSJ.PAD_VALUE": 128.0,
+            "INPUT.SSD.SIZE": 550,
+            "INPUT.SSD.EXPAND_MAX_RATIO": 4.0,
+            "INPUT.SSD.EXPAND_PROB": 0.5,
+            "INPUT.SSD.MIN_IOUS": (0.1, 0.3, 0.7, 0.9),
+            "INPUT.SSD.MIN_CROP_SIZE": 0.3,
+            "INPUT.CROP.SINGLE_CATEGORY_MAX_AREA": 1.0,
+            "INPUT.COLOR_AUG_SSD": False,
+            "DATALOADER.SKIP_BAD_IMAGES": False,
+            "DATALOADER.BAD_ANNOTATIONS": "filter",
+        },
+    )

@@ -53,7 +53,7 @@ from .annotations import (
     sanitize_label_map,
 )
 from .augmentations import (
-    AUGMENTATION_BUILDERS,
+    AUGMENTATION_REGISTRY,
     build_augmentations,
     centre_keep_mask,
     clip_polygon,
@@ -441,7 +441,7 @@ class SemanticDatasetMapper(InstanceDatasetMapper):
         ret = super().from_config(cfg, is_train)
         if cfg.INPUT.AUGMENTATIONS_NAME == "default":
             # Detectron2's semantic recipes crop after the resize (build_sem_seg_train_aug).
-            ret["augmentations"] = AUGMENTATION_BUILDERS["semantic"](cfg, is_train)
+            ret["augmentations"] = AUGMENTATION_REGISTRY.get("semantic")(cfg, is_train)
         ret.update(
             use_instance_mask=False,
             use_keypoint=False,

@@ -1,8 +1,10 @@
 """Config keys of the engine (optimizer, schedules, checkpointing)."""
 
+from ..config import add_missing_keys
+
 
 def add_engine_config(cfg):
-    """Add the engine keys to ``cfg`` in place.
+    """Add the engine keys to ``cfg`` in place where they are missing.
 
     Solver (read by :mod:`projects.engine.optimizer` and :mod:`projects.engine.lr_scheduler`):
 
@@ -12,7 +14,8 @@ def add_engine_config(cfg):
       whose own name contains ``embed`` (learned queries, positional embeddings);
     * ``SOLVER.POLY_LR_POWER`` / ``SOLVER.POLY_LR_CONSTANT_ENDING``: the ``WarmupPolyLR`` schedule
       (``SOLVER.LR_SCHEDULER_NAME: "WarmupPolyLR"``): after warm-up the factor is
-      ``(1 - iter / MAX_ITER) ** POWER``, never below ``CONSTANT_ENDING`` when that is > 0.
+      ``(1 - iter / MAX_ITER) ** POWER``, never below ``CONSTANT_ENDING`` when that is > 0
+      (Detectron2 DeepLab's names and defaults; this is their only adder here).
     * Detectron2's ``SOLVER.CLIP_GRADIENTS.CLIP_TYPE`` also accepts ``"full_model"``: one norm
       clip (``CLIP_VALUE``, ``NORM_TYPE``) over all parameters together, besides the per-parameter
       ``"value"`` and ``"norm"``.
@@ -31,11 +34,16 @@ def add_engine_config(cfg):
       file you trust that the safe loader refuses (foreign checkpoints holding numpy scalars or
       other Python objects): it is then loaded with ``weights_only=False``, which can run code.
     """
-    cfg.SOLVER.OPTIMIZER = "SGD"
-    cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0
-    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
-    cfg.SOLVER.POLY_LR_POWER = 0.9
-    cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
-    cfg.SOLVER.NONFINITE_LOSS = "error"
-    cfg.SOLVER.NONFINITE_MAX_SKIPS = 100
-    cfg.MODEL.WEIGHTS_TRUSTED = False
+    add_missing_keys(
+        cfg,
+        {
+            "SOLVER.OPTIMIZER": "SGD",
+            "SOLVER.BACKBONE_MULTIPLIER": 1.0,
+            "SOLVER.WEIGHT_DECAY_EMBED": 0.0,
+            "SOLVER.POLY_LR_POWER": 0.9,
+            "SOLVER.POLY_LR_CONSTANT_ENDING": 0.0,
+            "SOLVER.NONFINITE_LOSS": "error",
+            "SOLVER.NONFINITE_MAX_SKIPS": 100,
+            "MODEL.WEIGHTS_TRUSTED": False,
+        },
+    )

@@ -1,10 +1,11 @@
 """Config keys of the evaluation (boundary AP)."""
 
-from detectron2.config import CfgNode as CN
+from ..config import add_missing_keys
 
 
 def add_evaluation_config(cfg):
-    """Add the evaluation keys to ``cfg`` in place (under ``cfg.TEST.BOUNDARY_EVAL`` only).
+    """Add the evaluation keys to ``cfg`` in place where they are missing (under
+    ``cfg.TEST.BOUNDARY_EVAL`` only).
 
     Read by :meth:`projects.evaluation.coco_boundary.COCOBoundaryEvaluator.from_config`:
 
@@ -12,6 +13,7 @@ def add_evaluation_config(cfg):
     * ``TEST.BOUNDARY_EVAL.DILATION_RATIO``: boundary width as a fraction of the image diagonal
       (0.02 in the Boundary IoU paper for COCO); the width is at least one pixel.
     """
-    cfg.TEST.BOUNDARY_EVAL = CN()
-    cfg.TEST.BOUNDARY_EVAL.ENABLED = True
-    cfg.TEST.BOUNDARY_EVAL.DILATION_RATIO = 0.02
+    add_missing_keys(
+        cfg,
+        {"TEST.BOUNDARY_EVAL.ENABLED": True, "TEST.BOUNDARY_EVAL.DILATION_RATIO": 0.02},
+    )

@@ -1,0 +1,38 @@
+"""The registry from which the mappers take the augmentation recipe named by the config."""
+
+from detectron2.utils.registry import Registry
+
+AUGMENTATION_REGISTRY = Registry("AUGMENTATION")
+AUGMENTATION_REGISTRY.__doc__ = """
+Registry for augmentation recipes: functions that build the augmentations of a dataset mapper.
+
+The registered object is called as ``builder(cfg, is_train) -> list[Augmentation]`` (Detectron2
+``Augmentation`` objects, applied in list order, for training or for testing) and is chosen by
+``cfg.INPUT.AUGMENTATIONS_NAME``; the registered name is the function's name. The built-in
+recipes (``default``, ``lsj``, ``ssd``, ``semantic``) live in :mod:`projects.data.augmentations`.
+Methods register their own recipes here when their package is imported::
+
+    @AUGMENTATION_REGISTRY.register()
+    def my_recipe(cfg, is_train):
+        return [...]
+"""
+
+
+def build_augmentations(cfg, is_train):
+    """Build the augmentation list of the recipe named by ``cfg.INPUT.AUGMENTATIONS_NAME``.
+
+    Args:
+        cfg (CfgNode): the config (with :func:`projects.data.config.add_data_config`'s keys).
+        is_train (bool): training (random augmentations) or testing (the resize only).
+
+    Returns:
+        list[Augmentation]: what the recipe returns.
+
+    Raises:
+        KeyError: naming the unknown recipe and the registered ones.
+    """
+    name = cfg.INPUT.AUGMENTATIONS_NAME
+    if name not in AUGMENTATION_REGISTRY:
+        known = ", ".join(sorted(k for k, _ in AUGMENTATION_REGISTRY))
+        raise KeyError(f"INPUT.AUGMENTATIONS_NAME={name!r} is not registered; known: {known}")
+    return AUGMENTATION_REGISTRY.get(name)(cfg, is_train)
