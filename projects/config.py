@@ -27,6 +27,7 @@ def add_projects_config(cfg):
     add_data_config(cfg)
     add_engine_config(cfg)
     add_evaluation_config(cfg)
+    importlib.import_module(".modeling.config", __package__).add_modeling_config(cfg)
 
 
 def add_all_configs(cfg):
