@@ -115,10 +115,12 @@ def add_projects_config(cfg):
     from .data.config import add_data_config
     from .engine.config import add_engine_config
     from .evaluation.config import add_evaluation_config
+    from .modeling.config import add_modeling_config
 
     add_data_config(cfg)
     add_engine_config(cfg)
     add_evaluation_config(cfg)
+    add_modeling_config(cfg)
     return cfg
 
 

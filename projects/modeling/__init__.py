@@ -4,8 +4,17 @@
   input, crop, resize, threshold) and boxes derived from masks, for methods that predict one
   mask per instance over the whole image (YOLACT, FastInst); per-box masks keep using
   Detectron2's ``detector_postprocess``.
+* :mod:`.backbone`: ResNet / ResNet-FPN with a deformable conv every ``DEFORM_INTERVAL``-th block
+  (registered in ``BACKBONE_REGISTRY`` on import);
+* :mod:`.config`: :func:`add_modeling_config` (``MODEL.RESNETS.DEFORM_INTERVAL``).
 """
 
+from .backbone import (
+    build_resnet_deform_interval_backbone,
+    build_resnet_deform_interval_fpn_backbone,
+    deformable_block_flags,
+)
+from .config import add_modeling_config
 from .postprocessing import (
     CHUNK_ELEMENTS,
     default_chunk_size,
@@ -17,7 +26,11 @@ from .postprocessing import (
 
 __all__ = [
     "CHUNK_ELEMENTS",
+    "add_modeling_config",
+    "build_resnet_deform_interval_backbone",
+    "build_resnet_deform_interval_fpn_backbone",
     "default_chunk_size",
+    "deformable_block_flags",
     "full_image_detector_postprocess",
     "full_image_masks_postprocess",
     "mask_boxes",
