@@ -12,23 +12,28 @@ far outside the image, so such an annotation raises :class:`GroundTruthError` na
 import contextlib
 import io
 import itertools
+import json
 import logging
+import os
 
 import numpy as np
 from detectron2.config import CfgNode
 from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation.fast_eval_api import COCOeval_opt
+from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
 
 from .boundary import boundary_rle, dilation_radius, pairwise_boundary_iou
+from .coco_backend import resolve_coco_backend
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "GroundTruthError",
     "check_ground_truth_polygons",
+    "BoundaryIoUMixin",
     "BoundaryCOCOeval",
     "BoundaryCOCOevalOpt",
     "COCOBoundaryEvaluator",
@@ -42,9 +47,11 @@ POLYGON_MARGIN = 1.0
 _KNOWN_TASKS = ("bbox", "segm", "keypoints", "boundary")
 
 
-class _BoundaryIoUMixin:
-    """``computeIoU`` giving ``min(mask IoU, boundary IoU)``; runs COCOeval's ``"segm"`` path.
+class BoundaryIoUMixin:
+    """``computeIoU`` giving ``min(mask IoU, boundary IoU)``; runs a COCOeval's ``"segm"`` path.
 
+    Mixed into pycocotools' ``COCOeval`` and Detectron2's ``COCOeval_opt`` as is; a COCOeval that
+    keeps its annotations elsewhere (faster-coco-eval) overrides :meth:`_instances`.
     Ground-truth boundaries are kept in ``gt_boundary_cache`` keyed by
     ``(annotation id, dilation_ratio)``, so a cache shared across evaluations of the same
     ground truth computes each of them once.
@@ -56,41 +63,46 @@ class _BoundaryIoUMixin:
         self.dilation_ratio = float(dilation_ratio)
         self.gt_boundary_cache = {} if gt_boundary_cache is None else gt_boundary_cache
 
-    def _gt_boundary(self, gt):
+    def _gt_boundary(self, gt, rle):
         key = (gt["id"], self.dilation_ratio)
-        rle = self.gt_boundary_cache.get(key)
-        if rle is None:
-            rle = boundary_rle(gt["segmentation"], self.dilation_ratio)
-            self.gt_boundary_cache[key] = rle
-        return rle
+        boundary = self.gt_boundary_cache.get(key)
+        if boundary is None:
+            boundary = boundary_rle(rle, self.dilation_ratio)
+            self.gt_boundary_cache[key] = boundary
+        return boundary
 
-    def computeIoU(self, imgId, catId):  # noqa: N802,N803 (pycocotools' names)
+    def _instances(self, imgId, catId):  # noqa: N803 (pycocotools' names)
+        """``(ground truths, detections, key of their RLE)`` of one image and category (all
+        categories unless ``params.useCats``), as pycocotools' ``_prepare`` left them."""
         p = self.params
         if p.useCats:
-            gts, dts = self._gts[imgId, catId], self._dts[imgId, catId]
-        else:
-            gts = [g for c in p.catIds for g in self._gts[imgId, c]]
-            dts = [d for c in p.catIds for d in self._dts[imgId, c]]
+            return self._gts[imgId, catId], self._dts[imgId, catId], "segmentation"
+        gts = [g for c in p.catIds for g in self._gts[imgId, c]]
+        dts = [d for c in p.catIds for d in self._dts[imgId, c]]
+        return gts, dts, "segmentation"
+
+    def computeIoU(self, imgId, catId):  # noqa: N802,N803 (pycocotools' names)
+        gts, dts, key = self._instances(imgId, catId)
         if len(gts) == 0 or len(dts) == 0:
             return []
         order = np.argsort([-d["score"] for d in dts], kind="mergesort")
-        dts = [dts[i] for i in order[: p.maxDets[-1]]]
-        iscrowd = [int(g["iscrowd"]) for g in gts]
-        gt_boundaries = [None if c else self._gt_boundary(g) for g, c in zip(gts, iscrowd)]
+        dts = [dts[i] for i in order[: self.params.maxDets[-1]]]
+        iscrowd = [int(g.get("iscrowd", 0)) for g in gts]
+        gt_boundaries = [None if c else self._gt_boundary(g, g[key]) for g, c in zip(gts, iscrowd)]
         return pairwise_boundary_iou(
-            [d["segmentation"] for d in dts],
-            [g["segmentation"] for g in gts],
+            [d[key] for d in dts],
+            [g[key] for g in gts],
             iscrowd,
             self.dilation_ratio,
             gt_boundaries=gt_boundaries,
         )
 
 
-class BoundaryCOCOeval(_BoundaryIoUMixin, COCOeval):
+class BoundaryCOCOeval(BoundaryIoUMixin, COCOeval):
     """pycocotools' COCOeval (official matching and accumulation) computing boundary AP."""
 
 
-class BoundaryCOCOevalOpt(_BoundaryIoUMixin, COCOeval_opt):
+class BoundaryCOCOevalOpt(BoundaryIoUMixin, COCOeval_opt):
     """Detectron2's fast COCOeval (compiled matching and accumulation) computing boundary AP."""
 
 
@@ -103,23 +115,30 @@ def evaluate_boundary_on_coco(
     img_ids=None,
     max_dets_per_image=None,
     gt_boundary_cache=None,
+    backend="pycocotools",
 ):
     """Run the boundary-AP COCO evaluation of COCO-format mask results.
 
     Args:
-        coco_gt (COCO): ground truth.
+        coco_gt (COCO): ground truth (pycocotools'; or faster-coco-eval's with that backend).
         coco_results (list[dict]): non-empty COCO results with ``image_id``, ``category_id``
             (dataset ids), ``score`` and RLE ``segmentation``. Not modified.
         dilation_ratio (float): boundary width as a fraction of the image diagonal.
-        use_fast_impl (bool): Detectron2's fast matching instead of pycocotools'.
+        use_fast_impl (bool): with the ``"pycocotools"`` backend, Detectron2's fast matching
+            (``COCOeval_opt``) instead of pycocotools'.
         img_ids (list[int] or None): images to evaluate; all by default.
         max_dets_per_image (list[int] or None): COCOeval ``maxDets`` (at least 3, AP uses the
             last); ``[1, 10, 100]`` by default.
         gt_boundary_cache (dict or None): ground-truth boundary cache to reuse across calls.
+        backend (str): ``"pycocotools"`` or ``"faster_coco_eval"`` (resolve ``"auto"`` with
+            :func:`~projects.evaluation.coco_backend.resolve_coco_backend`): who matches and
+            accumulates; the IoUs are the project's Boundary IoU either way.
 
     Returns:
         COCOeval: evaluated and accumulated; read its numbers with :func:`coco_eval_stats`.
     """
+    if backend not in ("pycocotools", "faster_coco_eval"):
+        raise ValueError(f"backend must be 'pycocotools' or 'faster_coco_eval', got {backend!r}")
     if len(coco_results) == 0:
         raise ValueError("evaluate_boundary_on_coco needs at least one result")
     results = []
@@ -135,7 +154,12 @@ def evaluate_boundary_on_coco(
         max_dets_per_image = [1, 10, 100]
     if len(max_dets_per_image) < 3:
         raise ValueError(f"max_dets_per_image needs at least 3 values, got {max_dets_per_image}")
-    eval_cls = BoundaryCOCOevalOpt if use_fast_impl else BoundaryCOCOeval
+    if backend == "faster_coco_eval":
+        from .faster_coco import BoundaryCOCOevalFaster, as_faster_coco
+
+        coco_gt, eval_cls = as_faster_coco(coco_gt), BoundaryCOCOevalFaster
+    else:
+        eval_cls = BoundaryCOCOevalOpt if use_fast_impl else BoundaryCOCOeval
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco_dt = coco_gt.loadRes(results)
         coco_eval = eval_cls(coco_gt, coco_dt, dilation_ratio, gt_boundary_cache)
@@ -239,6 +263,11 @@ class COCOBoundaryEvaluator(COCOEvaluator):
     every rank; other ranks return ``{}`` as the parent does. Ground-truth boundaries are cached
     on the evaluator, so periodic evaluation computes them once. Ground-truth polygons that would
     crash pycocotools raise :class:`GroundTruthError` when the evaluator is built.
+
+    The COCO matching and accumulation run on the backend chosen by ``coco_backend`` (see
+    :mod:`projects.evaluation.coco_backend`): with ``"pycocotools"`` the parent's own evaluation,
+    with ``"faster_coco_eval"`` the same steps on faster-coco-eval (results, the dumped
+    ``coco_instances_results.json`` and the logged tables alike).
     """
 
     def __init__(
@@ -250,6 +279,7 @@ class COCOBoundaryEvaluator(COCOEvaluator):
         *,
         boundary=True,
         dilation_ratio=0.02,
+        coco_backend="auto",
         **kwargs,
     ):
         """
@@ -262,6 +292,9 @@ class COCOBoundaryEvaluator(COCOEvaluator):
                 boundary AP is reported when they carry masks.
             boundary (bool): report boundary AP alongside mask AP.
             dilation_ratio (float): boundary width as a fraction of the image diagonal.
+            coco_backend (str): ``"auto"``, ``"faster_coco_eval"`` or ``"pycocotools"`` (see
+                :mod:`projects.evaluation.coco_backend`); checked here, so a forced backend that
+                is not installed fails before inference.
         """
         dilation_radius(1, 1, dilation_ratio)  # validates the ratio early
         parent_tasks, requested = tasks, False
@@ -280,23 +313,30 @@ class COCOBoundaryEvaluator(COCOEvaluator):
         self._boundary_requested = requested
         self._dilation_ratio = float(dilation_ratio)
         self._gt_boundary_cache = {}
+        self._coco_backend_name = coco_backend
+        self._coco_backend = resolve_coco_backend(
+            coco_backend, tasks=self._tasks, max_dets_per_image=self._max_dets_per_image
+        )
+        self._faster_coco_gt = None  # faster-coco-eval's copy of the ground truth, built once
 
     @classmethod
     def from_config(cls, cfg, dataset_name, output_dir=None, distributed=True, **kwargs):
-        """Build from ``cfg.TEST.BOUNDARY_EVAL`` (see
+        """Build from ``cfg.TEST.BOUNDARY_EVAL`` and ``cfg.TEST.COCO_EVAL_BACKEND`` (see
         :func:`projects.evaluation.config.add_evaluation_config`); ``kwargs`` go to ``__init__``."""
-        node = cfg.TEST.get("BOUNDARY_EVAL")
-        if node is None:
-            raise KeyError(
-                "cfg.TEST.BOUNDARY_EVAL is missing: add it with "
-                "projects.evaluation.config.add_evaluation_config(cfg) before merging a file"
-            )
+        for key in ("BOUNDARY_EVAL", "COCO_EVAL_BACKEND"):
+            if key not in cfg.TEST:
+                raise KeyError(
+                    f"cfg.TEST.{key} is missing: add it with "
+                    "projects.evaluation.config.add_evaluation_config(cfg) before merging a file"
+                )
+        node = cfg.TEST.BOUNDARY_EVAL
         return cls(
             dataset_name,
             distributed=distributed,
             output_dir=output_dir,
             boundary=node.ENABLED,
             dilation_ratio=node.DILATION_RATIO,
+            coco_backend=cfg.TEST.COCO_EVAL_BACKEND,
             **kwargs,
         )
 
@@ -305,11 +345,36 @@ class COCOBoundaryEvaluator(COCOEvaluator):
         """Boundary width as a fraction of the image diagonal."""
         return self._dilation_ratio
 
+    @property
+    def coco_backend(self):
+        """``"faster_coco_eval"`` or ``"pycocotools"``: the backend ``coco_backend`` resolved to
+        for the known tasks (an inferred ``keypoints`` task sends ``"auto"`` to pycocotools)."""
+        return self._coco_backend
+
+    def _faster_coco_api(self):
+        """faster-coco-eval's copy of the ground truth, made on first use."""
+        if self._faster_coco_gt is None:
+            from .faster_coco import as_faster_coco
+
+            self._faster_coco_gt = as_faster_coco(self._coco_api)
+        return self._faster_coco_gt
+
     def _eval_predictions(self, predictions, img_ids=None):
-        """Evaluate the parent's tasks, then boundary AP (main process, gathered predictions)."""
+        """Evaluate the parent's tasks on the resolved backend, then boundary AP (main process,
+        gathered predictions)."""
         # Shallow copies taken before the parent maps category ids back in place.
         results = [dict(r) for p in predictions for r in p["instances"]]
-        super()._eval_predictions(predictions, img_ids=img_ids)
+        backend = resolve_coco_backend(
+            self._coco_backend_name,
+            tasks=self._tasks or self._tasks_from_predictions(results),
+            max_dets_per_image=self._max_dets_per_image,
+        )
+        faster = backend == "faster_coco_eval"
+        if faster:
+            self._unmap_category_ids(results)
+            self._eval_predictions_faster(results, img_ids=img_ids)
+        else:
+            super()._eval_predictions(predictions, img_ids=img_ids)
         if not self._boundary or not self._do_evaluation:
             return
         if self._tasks is None:
@@ -317,23 +382,59 @@ class COCOBoundaryEvaluator(COCOEvaluator):
                 return  # no masks predicted: the parent infers box AP only
         elif not self._boundary_requested:
             return
-        self._unmap_category_ids(results)
+        if not faster:
+            self._unmap_category_ids(results)
         if len(results) == 0:
             coco_eval = None  # pycocotools cannot load empty results (the parent reports NaN)
         else:
             logger.info(f"Evaluating boundary AP (dilation ratio {self._dilation_ratio}) ...")
             coco_eval = evaluate_boundary_on_coco(
-                self._coco_api,
+                self._faster_coco_api() if faster else self._coco_api,
                 results,
                 dilation_ratio=self._dilation_ratio,
                 use_fast_impl=self._use_fast_impl,
                 img_ids=img_ids,
                 max_dets_per_image=self._max_dets_per_image,
                 gt_boundary_cache=self._gt_boundary_cache,
+                backend=backend,
             )
         self._results["boundary"] = self._boundary_results(
             coco_eval, self._metadata.get("thing_classes")
         )
+
+    def _eval_predictions_faster(self, coco_results, img_ids=None):
+        """The parent's ``_eval_predictions`` on faster-coco-eval: dump the results, evaluate
+        each task, fill ``self._results``.
+
+        Args:
+            coco_results (list[dict]): the gathered results, dataset category ids. Not modified.
+            img_ids (list[int] or None): images to evaluate; all by default.
+        """
+        from .faster_coco import evaluate_predictions_faster
+
+        tasks = self._tasks or self._tasks_from_predictions(coco_results)
+        if self._output_dir:
+            file_path = os.path.join(self._output_dir, "coco_instances_results.json")
+            logger.info("Saving results to %s", file_path)
+            with PathManager.open(file_path, "w") as f:
+                f.write(json.dumps(coco_results))
+        if not self._do_evaluation:
+            logger.info("Annotations are not available for evaluation.")
+            return
+        logger.info("Evaluating predictions with faster-coco-eval ...")
+        for task in sorted(tasks):
+            coco_eval = None  # no results: see _derive_coco_results
+            if len(coco_results) > 0:
+                coco_eval = evaluate_predictions_faster(
+                    self._faster_coco_api(),
+                    coco_results,
+                    task,
+                    img_ids=img_ids,
+                    max_dets_per_image=self._max_dets_per_image,
+                )
+            self._results[task] = self._derive_coco_results(
+                coco_eval, task, class_names=self._metadata.get("thing_classes")
+            )
 
     def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
         if coco_eval is not None:
