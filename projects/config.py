@@ -2,8 +2,10 @@
 
 All adders must run before ``merge_from_file`` (yacs rejects unknown keys), and each adds keys
 under its own namespace only. The shared keys are documented where they are added:
-:func:`projects.data.config.add_data_config`, :func:`projects.engine.config.add_engine_config`
-and :func:`projects.evaluation.config.add_evaluation_config`.
+:func:`projects.data.config.add_data_config`, :func:`projects.engine.config.add_engine_config`,
+:func:`projects.evaluation.config.add_evaluation_config`,
+:func:`projects.modeling.config.add_modeling_config` and
+:func:`projects.methods.add_test_contract_config` (:func:`shared_config_adders`).
 
 Every key has one owner, the adder that defines it, and every adder (shared or a method's) adds
 its keys with :func:`add_missing_keys`: a key that exists already is kept and a node that exists
@@ -110,17 +112,28 @@ def add_missing_from(cfg: CN, adder: Callable[[CN], Any], exclude: Iterable[str]
     return add_missing_keys(cfg, new)
 
 
-def add_projects_config(cfg):
-    """Add the keys shared by all methods (see the module docstring) to ``cfg`` in place."""
+def shared_config_adders():
+    """``(name, adder)`` of the shared keys' owners in ``projects``, in the order they run."""
     from .data.config import add_data_config
     from .engine.config import add_engine_config
     from .evaluation.config import add_evaluation_config
+    from .methods import add_test_contract_config
     from .modeling.config import add_modeling_config
 
-    add_data_config(cfg)
-    add_engine_config(cfg)
-    add_evaluation_config(cfg)
-    add_modeling_config(cfg)
+    adders = (
+        add_data_config,
+        add_engine_config,
+        add_evaluation_config,
+        add_modeling_config,
+        add_test_contract_config,
+    )
+    return [(adder.__name__, adder) for adder in adders]
+
+
+def add_projects_config(cfg):
+    """Add the keys shared by all methods (see the module docstring) to ``cfg`` in place."""
+    for _name, adder in shared_config_adders():
+        adder(cfg)
     return cfg
 
 

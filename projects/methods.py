@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "BenchmarkConfig",
+    "add_test_contract_config",
     "DETECTRON2",
     "Method",
     "ZOO_PREFIX",
@@ -256,3 +257,21 @@ def resolve_config(name: str) -> str:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config {name!r} does not exist under {config_root()}")
     return path
+
+
+def add_test_contract_config(cfg):
+    """Add the keys through which a toy config declares how the test contract runs it (only where
+    missing; every toy config under ``configs/toy/`` sets them, other configs need not):
+
+    * ``TEST_CONTRACT.TINY_OPTS``: ``KEY VALUE`` overrides that make the model CPU-sized for the
+      contract's quick checks (widths, proposal and point counts, ...). They must set every key
+      with which the config's augmentation recipe sets the input size
+      (:func:`projects.data.augmentation_registry.recipe_input_size_keys`: e.g.
+      ``INPUT.MIN_SIZE_TEST`` or ``INPUT.SSD.SIZE``), so that no quick check runs at a published
+      size.
+    * ``TEST_CONTRACT.NUM_CLASSES_KEY``: the key holding the config's number of classes (e.g.
+      ``MODEL.ROI_HEADS.NUM_CLASSES``); the contract checks it against the training dataset.
+    """
+    from .config import add_missing_keys
+
+    add_missing_keys(cfg, {"TEST_CONTRACT.TINY_OPTS": [], "TEST_CONTRACT.NUM_CLASSES_KEY": ""})

@@ -13,11 +13,9 @@ from projects.config import (
     add_missing_keys,
     get_cfg,
     method_config_adders,
+    shared_config_adders,
     shared_config_keys,
 )
-from projects.data.config import add_data_config
-from projects.engine.config import add_engine_config
-from projects.evaluation.config import add_evaluation_config
 from tests.helpers.config_check import (
     check_adders_commute,
     check_adders_keep_config,
@@ -25,11 +23,7 @@ from tests.helpers.config_check import (
     config_owner,
 )
 
-SHARED_ADDERS = [
-    ("add_data_config", add_data_config),
-    ("add_engine_config", add_engine_config),
-    ("add_evaluation_config", add_evaluation_config),
-]
+SHARED_ADDERS = shared_config_adders()
 TOY_INSTANCE = "configs/toy/mask_rcnn.yaml"  # belongs to no method (the yardstick)
 POINTREND_FILES = (
     "configs/toy/pointrend.yaml",

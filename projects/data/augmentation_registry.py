@@ -10,12 +10,43 @@ The registered object is called as ``builder(cfg, is_train) -> list[Augmentation
 ``Augmentation`` objects, applied in list order, for training or for testing) and is chosen by
 ``cfg.INPUT.AUGMENTATIONS_NAME``; the registered name is the function's name. The built-in
 recipes (``default``, ``lsj``, ``ssd``, ``semantic``) live in :mod:`projects.data.augmentations`.
-Methods register their own recipes here when their package is imported::
+Methods register their own recipes here when their package is imported, naming with
+:func:`input_size_keys` the config keys that set the size of the images it produces (the test
+contract requires every CPU-sized toy config to set them)::
 
     @AUGMENTATION_REGISTRY.register()
+    @input_size_keys("INPUT.MY_RECIPE.SIZE")
     def my_recipe(cfg, is_train):
         return [...]
 """
+
+
+def input_size_keys(*keys):
+    """Decorator of a recipe: ``keys`` are the config keys that set the size of the images it
+    produces (train or test), read back by :func:`recipe_input_size_keys`."""
+
+    def mark(builder):
+        builder.input_size_keys = tuple(keys)
+        return builder
+
+    return mark
+
+
+def recipe_input_size_keys(cfg):
+    """The config keys that set the input size under ``cfg``'s recipe
+    (``cfg.INPUT.AUGMENTATIONS_NAME``); empty for a recipe that does not declare them.
+
+    Raises:
+        KeyError: naming the unknown recipe and the registered ones.
+    """
+    return getattr(_recipe(cfg.INPUT.AUGMENTATIONS_NAME), "input_size_keys", ())
+
+
+def _recipe(name):
+    if name not in AUGMENTATION_REGISTRY:
+        known = ", ".join(sorted(k for k, _ in AUGMENTATION_REGISTRY))
+        raise KeyError(f"INPUT.AUGMENTATIONS_NAME={name!r} is not registered; known: {known}")
+    return AUGMENTATION_REGISTRY.get(name)
 
 
 def build_augmentations(cfg, is_train):
@@ -31,8 +62,4 @@ def build_augmentations(cfg, is_train):
     Raises:
         KeyError: naming the unknown recipe and the registered ones.
     """
-    name = cfg.INPUT.AUGMENTATIONS_NAME
-    if name not in AUGMENTATION_REGISTRY:
-        known = ", ".join(sorted(k for k, _ in AUGMENTATION_REGISTRY))
-        raise KeyError(f"INPUT.AUGMENTATIONS_NAME={name!r} is not registered; known: {known}")
-    return AUGMENTATION_REGISTRY.get(name)(cfg, is_train)
+    return _recipe(cfg.INPUT.AUGMENTATIONS_NAME)(cfg, is_train)

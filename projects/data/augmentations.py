@@ -24,7 +24,7 @@ from detectron2.data import transforms as T
 from fvcore.transforms.transform import Transform, TransformList
 from PIL import Image
 
-from .augmentation_registry import AUGMENTATION_REGISTRY, build_augmentations
+from .augmentation_registry import AUGMENTATION_REGISTRY, build_augmentations, input_size_keys
 
 logger = logging.getLogger(__name__)
 
@@ -503,6 +503,15 @@ def _flip(cfg):
     return [T.RandomFlip(horizontal=mode == "horizontal", vertical=mode == "vertical")]
 
 
+# The keys of Detectron2's ResizeShortestEdge recipes.
+_RESIZE_KEYS = (
+    "INPUT.MIN_SIZE_TRAIN",
+    "INPUT.MAX_SIZE_TRAIN",
+    "INPUT.MIN_SIZE_TEST",
+    "INPUT.MAX_SIZE_TEST",
+)
+
+
 def _train_resize(cfg):
     return [
         ResizeShortestEdge(
@@ -519,6 +528,7 @@ def _test_resize(cfg):
 # Recipes (INPUT.AUGMENTATIONS_NAME), registered under their function names
 # ---------------------------------------------------------------------------------------------
 @AUGMENTATION_REGISTRY.register()
+@input_size_keys(*_RESIZE_KEYS)
 def default(cfg, is_train):
     """Detectron2's ``build_augmentation`` with :class:`ResizeShortestEdge`: train: INPUT.CROP if
     enabled, ResizeShortestEdge, RandomFlip; test: ResizeShortestEdge. The semantic mapper takes
@@ -532,6 +542,7 @@ def default(cfg, is_train):
 
 
 @AUGMENTATION_REGISTRY.register()
+@input_size_keys("INPUT.LSJ.IMAGE_SIZE", "INPUT.MIN_SIZE_TEST", "INPUT.MAX_SIZE_TEST")
 def lsj(cfg, is_train):
     """Large-scale jitter: RandomFlip, ResizeScale(INPUT.LSJ.MIN_SCALE..MAX_SCALE of IMAGE_SIZE),
     then FixedSizeCrop(IMAGE_SIZE, pad with INPUT.LSJ.PAD_VALUE); test: ResizeShortestEdge."""
@@ -545,6 +556,7 @@ def lsj(cfg, is_train):
 
 
 @AUGMENTATION_REGISTRY.register()
+@input_size_keys("INPUT.SSD.SIZE")
 def ssd(cfg, is_train):
     """YOLACT's SSD pipeline: PhotometricDistortion, Expand(MODEL.PIXEL_MEAN), MinIoURandomCrop,
     RandomFlip, Resize to INPUT.SSD.SIZE squared; test: the resize only."""
@@ -570,6 +582,7 @@ def ssd(cfg, is_train):
 
 
 @AUGMENTATION_REGISTRY.register()
+@input_size_keys(*_RESIZE_KEYS)
 def semantic(cfg, is_train):
     """Detectron2's semantic-segmentation recipe (``build_sem_seg_train_aug`` of its PointRend and
     DeepLab projects): ResizeShortestEdge, then INPUT.CROP if enabled (a crop of the resized image
