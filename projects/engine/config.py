@@ -27,6 +27,13 @@ def add_engine_config(cfg):
       checkpoint are untouched); ``"skip"`` skips such steps, counting them;
     * ``SOLVER.NONFINITE_MAX_SKIPS``: with ``"skip"``, skips allowed in one run before it stops.
 
+    Mixed precision (read by :mod:`projects.engine.amp`), beside Detectron2's
+    ``SOLVER.AMP.ENABLED``:
+
+    * ``SOLVER.AMP.DTYPE``: ``"auto"`` (float16 with a grad scaler on CUDA, as Detectron2's
+      ``AMPTrainer``; bfloat16 on the CPU), ``"float16"`` or ``"bfloat16"``. Where the device
+      cannot run it, AMP is turned off with a warning and training runs in float32.
+
     Checkpoints (read by :class:`projects.engine.checkpoint.ProjectCheckpointer`):
 
     * ``MODEL.WEIGHTS_TRUSTED``: ``False`` loads ``MODEL.WEIGHTS`` with PyTorch's safe
@@ -45,5 +52,6 @@ def add_engine_config(cfg):
             "SOLVER.NONFINITE_LOSS": "error",
             "SOLVER.NONFINITE_MAX_SKIPS": 100,
             "MODEL.WEIGHTS_TRUSTED": False,
+            "SOLVER.AMP.DTYPE": "auto",
         },
     )

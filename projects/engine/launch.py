@@ -15,6 +15,8 @@ import torch.multiprocessing as mp
 from detectron2.engine import launch as d2_launch
 from detectron2.utils import comm
 
+from .amp import amp_policy_from_config
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
@@ -126,12 +128,24 @@ def _cpu_worker(
 
 
 def fit_device_to_machine(cfg):
-    """Set ``MODEL.DEVICE`` to ``"cpu"`` (with a warning) when it names CUDA and there is none.
+    """Fit ``MODEL.DEVICE`` and ``SOLVER.AMP`` of ``cfg`` (unfrozen) to this machine, in place;
+    returns ``cfg``.
+
+    * ``MODEL.DEVICE`` becomes ``"cpu"`` (with a warning) when it names CUDA and there is none;
+    * with ``SOLVER.AMP.ENABLED``, the (new) device's AMP policy is resolved
+      (:func:`projects.engine.amp.resolve_amp_policy`: ``SOLVER.AMP.DTYPE`` ``"auto"`` is
+      bfloat16 on the CPU); where the device cannot run it, ``SOLVER.AMP.ENABLED`` becomes
+      False with a warning naming the keys, so the saved ``config.yaml`` says what ran.
 
     Used by ``train_net.py``'s setup, so that the CPU processes started by :func:`launch` (and
-    single-process runs) train on the CPU whatever the config says. ``cfg`` must be unfrozen.
+    single-process runs) train on the CPU whatever the config says.
+
+    Raises:
+        ValueError: an unknown ``SOLVER.AMP.DTYPE``.
     """
     if cfg.MODEL.DEVICE != "cpu" and not torch.cuda.is_available():
         logger.warning("MODEL.DEVICE=%r but CUDA is not available: using the CPU", cfg.MODEL.DEVICE)
         cfg.MODEL.DEVICE = "cpu"
+    if amp_policy_from_config(cfg) is None and cfg.SOLVER.AMP.ENABLED:
+        cfg.SOLVER.AMP.ENABLED = False  # amp_policy_from_config has warned
     return cfg

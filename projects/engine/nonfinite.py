@@ -12,6 +12,9 @@ step, so the weights are never touched by a non-finite step, and:
   information, counts it in the ``nonfinite_skips`` scalar, and goes on; after
   ``SOLVER.NONFINITE_MAX_SKIPS`` skips in one run it raises as ``"error"`` does.
 
+Under AMP (:class:`GuardedAMPTrainer`, any device) the losses are checked the same way, before
+the grad scaler sees them, so a skipped step leaves the weights and the scaler's state as they were.
+
 With several processes the decision is taken together (an all-reduce of the flag), so every
 process skips or raises at the same step and DDP never waits on a missing backward pass.
 """
@@ -19,13 +22,15 @@ process skips or raises at the same step and DDP never waits on a missing backwa
 import contextlib
 import logging
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 import torch.distributed as dist
 from detectron2.engine import AMPTrainer, SimpleTrainer
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
+
+from .amp import AMPPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -158,15 +163,35 @@ class GuardedSimpleTrainer(_GuardedStep, SimpleTrainer):
 
 
 class GuardedAMPTrainer(_GuardedStep, AMPTrainer):
-    """``AMPTrainer`` whose step checks the losses before backward (see the module)."""
+    """``AMPTrainer`` on any device, whose step checks the losses before backward.
 
-    def __init__(self, model, data_loader, optimizer, guard: NonFiniteLossGuard):
-        super().__init__(model, data_loader, optimizer)
+    The forward runs under ``policy``'s autocast; the backward and the optimizer step go through
+    its grad scaler (a pass-through for bfloat16, see :mod:`projects.engine.amp`). A non-finite
+    loss is reported or skipped before the scaler sees it, exactly as without AMP: a skipped step
+    changes neither the weights nor the scaler. A finite loss whose scaled gradients overflow in
+    float16 is the scaler's business: it skips the optimizer step and lowers its scale.
+
+    Args:
+        model, data_loader, optimizer: as for Detectron2's ``SimpleTrainer``.
+        guard: the non-finite loss check.
+        policy: device type and dtype; None: float16 on CUDA (Detectron2's ``AMPTrainer``).
+    """
+
+    def __init__(
+        self,
+        model,
+        data_loader,
+        optimizer,
+        guard: NonFiniteLossGuard,
+        policy: Optional[AMPPolicy] = None,
+    ):
+        policy = policy or AMPPolicy("cuda", torch.float16)
+        super().__init__(model, data_loader, optimizer, grad_scaler=policy.build_grad_scaler())
         self.guard = guard
+        self.policy = policy
 
     def run_step(self):
-        assert torch.cuda.is_available(), "[GuardedAMPTrainer] CUDA is required for AMP training!"
-        step = self._checked_forward(torch.autocast("cuda"))
+        step = self._checked_forward(self.policy.autocast())
         if step is None:
             return
         losses, loss_dict, data_time = step
@@ -174,3 +199,21 @@ class GuardedAMPTrainer(_GuardedStep, AMPTrainer):
         self._write_metrics(loss_dict, data_time)
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
+
+    def load_state_dict(self, state_dict):
+        SimpleTrainer.load_state_dict(self, state_dict)
+        self.load_grad_scaler_state(state_dict.get("grad_scaler"))
+
+    def load_grad_scaler_state(self, state: Optional[dict]):
+        """Restore the grad scaler from a checkpoint's ``state`` (None or empty: the checkpoint
+        was trained without float16 AMP; the scaler then keeps its initial scale)."""
+        if not self.grad_scaler.is_enabled():
+            return  # bfloat16: nothing to restore
+        if not state:
+            logger.warning(
+                "The checkpoint has no grad scaler state (it was trained without float16 AMP): "
+                "the grad scaler starts from its initial scale %s",
+                self.grad_scaler.get_scale(),
+            )
+            return
+        self.grad_scaler.load_state_dict(state)

@@ -10,6 +10,9 @@ What v0.6's ``DefaultTrainer`` does not do and this one does:
   data loader starts at the batch of the resumed iteration (:mod:`projects.engine.sampler`);
 * DDP gets no ``device_ids`` for a CPU model, and ``nn.SyncBatchNorm`` becomes
   ``NaiveSyncBatchNorm`` when several processes train on the CPU (gloo);
+* ``SOLVER.AMP.ENABLED`` works on any device: float16 with a grad scaler on CUDA, bfloat16 on
+  the CPU (``SOLVER.AMP.DTYPE``), or off with a warning where the device cannot run it
+  (:mod:`projects.engine.amp`);
 * a NaN / Inf loss is caught before the backward pass and reported with the iteration, the loss
   terms and the batch's images, or the step is skipped (:mod:`projects.engine.nonfinite`);
 * a data-loader worker that dies is reported with the sample it was mapping
@@ -38,6 +41,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..data.mapper_registry import build_dataset_mapper
 from ..evaluation.coco_boundary import COCOBoundaryEvaluator
+from .amp import amp_policy_from_config
 from .checkpoint import ProjectCheckpointer
 from .lr_scheduler import build_lr_scheduler
 from .nonfinite import GuardedAMPTrainer, GuardedSimpleTrainer, NonFiniteLossGuard
@@ -114,9 +118,20 @@ class Trainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = self._wrap_ddp(model)
-        trainer_class = GuardedAMPTrainer if cfg.SOLVER.AMP.ENABLED else GuardedSimpleTrainer
         guard = NonFiniteLossGuard(cfg.SOLVER.NONFINITE_LOSS, cfg.SOLVER.NONFINITE_MAX_SKIPS)
-        self._trainer = trainer_class(model, data_loader, optimizer, guard)
+        amp = amp_policy_from_config(cfg)
+        if amp is None:
+            self._trainer = GuardedSimpleTrainer(model, data_loader, optimizer, guard)
+        else:
+            logger.info("Mixed precision training (SOLVER.AMP): %s", amp)
+            if amp.emulated:
+                logger.warning(
+                    "SOLVER.AMP.ENABLED with %s, but this CPU has no native kernels for that "
+                    "dtype (bfloat16 needs AVX512-BF16 or AMX, float16 AVX512-FP16 or AMX-FP16): "
+                    "its convolutions run slow fallbacks, so a step takes longer than in float32",
+                    amp,
+                )
+            self._trainer = GuardedAMPTrainer(model, data_loader, optimizer, guard, amp)
 
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = ProjectCheckpointer(
@@ -176,8 +191,9 @@ class Trainer(DefaultTrainer):
             self.data_loader.dataset.seed = stream["seed"]
         self._pending_rng_states = state_dict.get("rng")
         self._pending_metric_history = state_dict.get("metric_history")
-        if "grad_scaler" in state_dict and isinstance(self._trainer, AMPTrainer):
-            self._trainer.grad_scaler.load_state_dict(state_dict["grad_scaler"])
+        # Newer Detectron2 saves the step trainer's state as "_trainer" and has loaded it above.
+        if isinstance(self._trainer, GuardedAMPTrainer) and "_trainer" not in state_dict:
+            self._trainer.load_grad_scaler_state(state_dict.get("grad_scaler"))
 
     def resume_or_load(self, resume=True):
         """Load the last checkpoint (``resume`` and one exists: everything, and the data loader
