@@ -6,19 +6,31 @@ from setuptools import find_packages, setup
 
 METHOD_PACKAGES = ["blendmask", "yolact", "pointrend", "refinemask", "fastinst"]
 
+# Every third-party distribution the code imports (projects/, the method packages, train_net.py,
+# demo.py, tools/); tests/test_setup_env.py checks this list against the imports. `make setup`
+# installs the project with --no-deps: these come from requirements.txt (pinned by
+# constraints.txt), PyTorch from TORCH_SPEC and Detectron2 from tools/install_detectron2.py.
+INSTALL_REQUIRES = [
+    "detectron2",
+    "torch",
+    "torchvision",
+    "fvcore>=0.1.5,<0.1.6",
+    "matplotlib",
+    "numpy",
+    "opencv-python-headless",
+    "Pillow>=10",
+    "psutil",
+    "pycocotools>=2.0.2",
+    "scipy",
+    "tabulate",
+    "tqdm>4.29.0",
+]
+
 setup(
     name="d2-instance-seg",
     version="0.1.0",
     description="BlendMask, YOLACT, PointRend, RefineMask and FastInst on Detectron2",
     python_requires=">=3.9",
     packages=find_packages(include=["projects", "projects.*"] + [p + "*" for p in METHOD_PACKAGES]),
-    install_requires=[
-        "detectron2",
-        "torch",
-        "torchvision",
-        "fvcore",
-        "iopath",
-        "pycocotools",
-        "opencv-python-headless",
-    ],
+    install_requires=INSTALL_REQUIRES,
 )

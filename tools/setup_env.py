@@ -9,15 +9,21 @@ The environment is the active virtualenv/conda env when one is active, else ``./
 3. install PyTorch when the environment has none: ``$TORCH_SPEC`` (default
    ``torch==2.14.1 torchvision==0.29.1``), from ``$TORCH_INDEX_URL`` when set (for a CUDA build
    of your choice). An environment that already has torch keeps it;
-4. ``pip install -r requirements.txt``;
+4. ``pip install -r requirements.txt -r requirements-test.txt -c constraints.txt``;
 5. Detectron2: ``tools/install_detectron2.py`` (the registry's v0.6 sources with a portable
    ``detectron2._C``), unless a compiled Detectron2 is installed;
 6. this project, editable (``pip install -e .``);
 7. a check that ``detectron2.modeling/data/evaluation/engine`` and the project import.
 
+Constraints: ``constraints.txt`` holds the exact versions the suite passed with (Python 3.11).
+Step 4 installs with it, and so does step 3 while ``$TORCH_SPEC`` and ``$TORCH_INDEX_URL`` are
+left at their defaults (the file's PyTorch section belongs to that torch). ``--constraints FILE``
+or ``$CONSTRAINTS`` (``make setup CONSTRAINTS=FILE``) chooses another file; an empty value
+(``make setup CONSTRAINTS=``) installs without one, resolving the requirements' ranges.
+
 Completion is recorded in ``<env>/.d2proj-setup.json`` only after step 7 succeeds, together with
-a hash of every input (requirements, installers, the portable ops). An interrupted run therefore
-never counts as done: the next one repeats what is missing.
+a hash of every input (requirements, constraints, installers, the portable ops, the torch spec).
+An interrupted run therefore never counts as done, and a changed input re-runs the install.
 """
 
 import argparse
@@ -32,6 +38,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 STAMP_NAME = ".d2proj-setup.json"
+REQUIREMENTS = ("requirements.txt", "requirements-test.txt")
+DEFAULT_CONSTRAINTS = REPO / "constraints.txt"
 DEFAULT_TORCH_SPEC = "torch==2.14.1 torchvision==0.29.1"
 MIN_PYTHON = (3, 9)
 # A CUDA build of torch + torchvision unpacks to ~5.6 GB; leave room for the rest and the data.
@@ -68,10 +76,47 @@ def works(python, code):
     return proc.returncode == 0
 
 
-def inputs_hash():
-    """Hash of everything whose change must trigger a re-install."""
-    files = [
-        REPO / "requirements.txt",
+def constraints_file(value):
+    """The constraints file to install with: ``value`` is ``--constraints`` / ``$CONSTRAINTS``.
+
+    Args:
+        value (str or None): None (not given) for the repository's ``constraints.txt``; an empty
+            string for none; else a path, relative to the current directory.
+
+    Returns:
+        Path or None: the existing file, or None to install without constraints.
+    """
+    if value is None:
+        path = DEFAULT_CONSTRAINTS
+    elif not value.strip():
+        return None
+    else:
+        path = Path(value).expanduser().resolve()
+    if not path.is_file():
+        fail(
+            f"constraints file {path} (CONSTRAINTS={value!r}) does not exist; "
+            "give an existing file, or CONSTRAINTS= to install without constraints"
+        )
+    return path
+
+
+def torch_spec():
+    return os.environ.get("TORCH_SPEC", "").split() or DEFAULT_TORCH_SPEC.split()
+
+
+def default_torch():
+    """True when PyTorch comes from the default ``TORCH_SPEC`` and index, the one whose
+    dependencies ``constraints.txt`` pins."""
+    return torch_spec() == DEFAULT_TORCH_SPEC.split() and not os.environ.get("TORCH_INDEX_URL")
+
+
+def inputs_hash(constraints):
+    """Hash of everything whose change must trigger a re-install.
+
+    Args:
+        constraints (Path or None): the constraints file in use (None: installing without).
+    """
+    files = [REPO / name for name in REQUIREMENTS] + [
         REPO / "setup.py",
         REPO / "tools" / "setup_env.py",
         REPO / "tools" / "install_detectron2.py",
@@ -85,7 +130,8 @@ def inputs_hash():
     # The editable install maps the top-level packages it found: a new method package redoes it.
     packages = sorted(p.parent.name for p in REPO.glob("*/__init__.py"))
     digest.update(" ".join(packages).encode())
-    digest.update(os.environ.get("TORCH_SPEC", DEFAULT_TORCH_SPEC).encode())
+    digest.update(" ".join(torch_spec()).encode())
+    digest.update(b"constraints:" + (constraints.read_bytes() if constraints else b"<none>"))
     return digest.hexdigest()
 
 
@@ -155,13 +201,19 @@ def pip(python, *args):
     return run([python, "-m", "pip", "--disable-pip-version-check", *args])
 
 
-def ensure_torch(python):
+def constraint_args(constraints):
+    return ["-c", constraints] if constraints else []
+
+
+def ensure_torch(python, constraints):
     if works(python, "import torch, torchvision; torchvision.ops.nms"):
         return
-    spec = os.environ.get("TORCH_SPEC", DEFAULT_TORCH_SPEC).split()
+    spec = torch_spec()
     extra = (
         ["--index-url", os.environ["TORCH_INDEX_URL"]] if os.environ.get("TORCH_INDEX_URL") else []
     )
+    if default_torch():
+        extra += constraint_args(constraints)
     check_disk(Path(sys.prefix), MIN_FREE_GB_WITH_TORCH)
     log(f"installing {' '.join(spec)} (override with TORCH_SPEC=... / TORCH_INDEX_URL=...)")
     pip(python, "install", *extra, *spec)
@@ -179,6 +231,11 @@ def main(argv=None):
         action="store_true",
         help="print the environment's python executable and exit",
     )
+    parser.add_argument(
+        "--constraints",
+        default=os.environ.get("CONSTRAINTS"),
+        help="pip constraints file (default: constraints.txt; an empty value: none)",
+    )
     parser.add_argument("--force", action="store_true", help="redo every step")
     args = parser.parse_args(argv)
 
@@ -188,18 +245,21 @@ def main(argv=None):
         return 0
 
     stamp = prefix / STAMP_NAME
-    digest = inputs_hash()
+    constraints = constraints_file(args.constraints)
+    digest = inputs_hash(constraints)
     if not args.force and is_complete(stamp, python, digest):
         log(f"environment {prefix} is set up (delete {stamp} or use --force to redo)")
         return 0
 
     start = time.time()
+    log(f"constraints: {constraints or 'none (CONSTRAINTS is empty)'}")
     check_interpreter()
     check_disk(prefix if prefix.exists() else prefix.parent, MIN_FREE_GB)
     ensure_venv(prefix, python)
     stamp.unlink(missing_ok=True)  # from here on, an interruption must not look like success
-    ensure_torch(python)
-    pip(python, "install", "-r", REPO / "requirements.txt")
+    ensure_torch(python, constraints)
+    requirements = [arg for name in REQUIREMENTS for arg in ("-r", REPO / name)]
+    pip(python, "install", *requirements, *constraint_args(constraints))
     run([python, REPO / "tools" / "install_detectron2.py", "--python", python])
     pip(python, "install", "--no-deps", "--no-build-isolation", "-e", REPO)
     if not works(python, CHECK_IMPORTS):
