@@ -20,6 +20,7 @@ from PIL import Image
 from projects.data.annotations import ANNOTATION_STATS, BadAnnotationError
 from projects.data.augmentations import ResizeShortestEdge
 from projects.data.mappers import InstanceDatasetMapper
+from tests.helpers.contract import assert_finite_losses, build_tiny_model
 from tests.helpers.hostile import (
     DOCUMENTED_ERROR,
     MASK_FORMATS,
@@ -29,9 +30,7 @@ from tests.helpers.hostile import (
     H,
     W,
     annotation_lists,
-    assert_finite_losses,
     assert_valid_instances,
-    build_tiny_model,
     check_mapped,
     derandomized,
     print_outcomes,

@@ -19,16 +19,19 @@ from projects.data.image_io import read_image_robust
 from projects.data.mapper_registry import build_dataset_mapper
 from projects.demo import Predictor, metadata_for, run_on_images
 from projects.evaluation.coco_boundary import COCOBoundaryEvaluator
+from tests.helpers.contract import (
+    assert_finite_losses,
+    assert_output_size,
+    build_tiny_model,
+    input_size_bound,
+    is_semantic,
+)
 from tests.helpers.hostile import (
     OUTCOMES,
     TOY_CONFIGS,
     VALID,
     H,
     W,
-    assert_finite_losses,
-    assert_output_size,
-    build_tiny_model,
-    is_semantic,
     print_outcomes,
     tiny_cfg,
 )
@@ -169,7 +172,7 @@ def test_odd_images_train_infer_and_evaluate(odd_images, tmp_path, config_name):
     batch = [train_mapper(d) for d in dicts]
     for d, x in zip(dicts, batch):
         assert x is not None and x["image"].shape[0] == 3 and min(x["image"].shape[1:]) >= 1
-        assert max(x["image"].shape[1:]) <= cfg.INPUT.MAX_SIZE_TRAIN, d["file_name"]
+        assert max(x["image"].shape[1:]) <= input_size_bound(cfg), d["file_name"]
         if not is_semantic(cfg):
             assert len(x["instances"]) == 1, d["file_name"]
     model.train()

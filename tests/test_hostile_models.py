@@ -7,13 +7,22 @@ import os
 
 import pytest
 import torch
+from detectron2.data import MetadataCatalog
 from detectron2.utils.events import EventStorage
 from hypothesis import given
 from hypothesis import strategies as st
 
 from projects.data.annotations import BadAnnotationError
+from projects.data.augmentation_registry import recipe_may_drop_instances
 from projects.data.image_io import ImageSizeError
 from projects.data.mapper_registry import build_dataset_mapper
+from tests.helpers.contract import (
+    assert_finite_losses,
+    assert_output_size,
+    build_tiny_model,
+    is_semantic,
+    num_classes,
+)
 from tests.helpers.hostile import (
     DOCUMENTED_ERROR,
     OUTCOMES,
@@ -23,12 +32,8 @@ from tests.helpers.hostile import (
     H,
     W,
     annotation_lists,
-    assert_finite_losses,
-    assert_output_size,
-    build_tiny_model,
     check_mapped,
     derandomized,
-    is_semantic,
     label_image,
     label_maps,
     print_outcomes,
@@ -70,22 +75,29 @@ def test_model_on_hostile_input(hostile_models, image_file, tmp_path_factory, co
     cfg = cfgs[mode]
     dataset_dict = {"file_name": image_file, "height": H, "width": W, "image_id": 1}
     if is_semantic(cfg):
-        num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
-        labels, pil_mode, kind = data.draw(label_maps(num_classes), label="label map")
+        classes = num_classes(cfg)
+        labels, pil_mode, kind = data.draw(label_maps(classes), label="label map")
         label_file = str(tmp_path_factory.mktemp("labels") / "hostile_label.png")
         label_image(labels, pil_mode).save(label_file)
         dataset_dict["sem_seg_file_name"] = label_file
         records = None
     else:
-        num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
-        annos, records = data.draw(annotation_lists(num_classes), label="annotations")
+        classes = num_classes(cfg)
+        annos, records = data.draw(annotation_lists(classes), label="annotations")
         dataset_dict["annotations"] = annos
     train_mapper = build_dataset_mapper(cfg, is_train=True)
 
     if records is not None:
         mask_format = cfg.INPUT.MASK_FORMAT
         outcome, out = check_mapped(
-            train_mapper, dataset_dict, records, num_classes, mask_format, mode, image_file
+            train_mapper,
+            dataset_dict,
+            records,
+            classes,
+            mask_format,
+            mode,
+            image_file,
+            may_drop=recipe_may_drop_instances(cfg),
         )
         batch = [out] if outcome == VALID else None
     else:
@@ -103,8 +115,9 @@ def test_model_on_hostile_input(hostile_models, image_file, tmp_path_factory, co
 
 def _map_label_map(mapper, dataset_dict, labels, kind, mode, cfg):
     """Map a dict with a generated label map; returns (batch or None, outcome)."""
-    num_classes, ignore = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
-    out_of_range = ((labels >= num_classes) & (labels != ignore)).any()
+    classes = num_classes(cfg)
+    ignore = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).ignore_label
+    out_of_range = ((labels >= classes) & (labels != ignore)).any()
     label_name = os.path.basename(dataset_dict["sem_seg_file_name"])
     try:
         out = mapper(dataset_dict)
@@ -116,13 +129,13 @@ def _map_label_map(mapper, dataset_dict, labels, kind, mode, cfg):
         assert label_name in str(e) and os.path.basename(dataset_dict["file_name"]) in str(e)
         return None, DOCUMENTED_ERROR
     assert kind != "size" and (mode == "filter" or not out_of_range)
-    labelled = (labels < num_classes).any()
+    labelled = (labels < classes).any()
     if out is None:
         assert not labelled, "a label map with labelled pixels was skipped"
         return None, SKIPPED
     sem_seg = out["sem_seg"]
     assert sem_seg.shape == out["image"].shape[1:] and sem_seg.dtype == torch.int64
-    assert (((sem_seg >= 0) & (sem_seg < num_classes)) | (sem_seg == ignore)).all()
+    assert (((sem_seg >= 0) & (sem_seg < classes)) | (sem_seg == ignore)).all()
     assert (sem_seg != ignore).any()
     return [out], VALID
 

@@ -32,6 +32,25 @@ def input_size_keys(*keys):
     return mark
 
 
+def may_drop_instances(predicate):
+    """Decorator of a recipe whose training augmentations may crop instances out of an image:
+    ``predicate(cfg) -> bool`` says whether they do under ``cfg`` (read back by
+    :func:`recipe_may_drop_instances`; a recipe without it keeps every instance)."""
+
+    def mark(builder):
+        builder.may_drop_instances = predicate
+        return builder
+
+    return mark
+
+
+def recipe_may_drop_instances(cfg):
+    """Whether the training augmentations of ``cfg``'s recipe may remove every pixel of an
+    instance (a crop), so that a mapped image can hold fewer instances than its annotations."""
+    predicate = getattr(_recipe(cfg.INPUT.AUGMENTATIONS_NAME), "may_drop_instances", None)
+    return bool(predicate(cfg)) if predicate is not None else False
+
+
 def recipe_input_size_keys(cfg):
     """The config keys that set the input size under ``cfg``'s recipe
     (``cfg.INPUT.AUGMENTATIONS_NAME``); empty for a recipe that does not declare them.

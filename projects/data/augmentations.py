@@ -24,7 +24,12 @@ from detectron2.data import transforms as T
 from fvcore.transforms.transform import Transform, TransformList
 from PIL import Image
 
-from .augmentation_registry import AUGMENTATION_REGISTRY, build_augmentations, input_size_keys
+from .augmentation_registry import (
+    AUGMENTATION_REGISTRY,
+    build_augmentations,
+    input_size_keys,
+    may_drop_instances,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -529,6 +534,7 @@ def _test_resize(cfg):
 # ---------------------------------------------------------------------------------------------
 @AUGMENTATION_REGISTRY.register()
 @input_size_keys(*_RESIZE_KEYS)
+@may_drop_instances(lambda cfg: cfg.INPUT.CROP.ENABLED)
 def default(cfg, is_train):
     """Detectron2's ``build_augmentation`` with :class:`ResizeShortestEdge`: train: INPUT.CROP if
     enabled, ResizeShortestEdge, RandomFlip; test: ResizeShortestEdge. The semantic mapper takes
@@ -543,6 +549,7 @@ def default(cfg, is_train):
 
 @AUGMENTATION_REGISTRY.register()
 @input_size_keys("INPUT.LSJ.IMAGE_SIZE", "INPUT.MIN_SIZE_TEST", "INPUT.MAX_SIZE_TEST")
+@may_drop_instances(lambda cfg: True)
 def lsj(cfg, is_train):
     """Large-scale jitter: RandomFlip, ResizeScale(INPUT.LSJ.MIN_SCALE..MAX_SCALE of IMAGE_SIZE),
     then FixedSizeCrop(IMAGE_SIZE, pad with INPUT.LSJ.PAD_VALUE); test: ResizeShortestEdge."""
@@ -557,6 +564,7 @@ def lsj(cfg, is_train):
 
 @AUGMENTATION_REGISTRY.register()
 @input_size_keys("INPUT.SSD.SIZE")
+@may_drop_instances(lambda cfg: True)
 def ssd(cfg, is_train):
     """YOLACT's SSD pipeline: PhotometricDistortion, Expand(MODEL.PIXEL_MEAN), MinIoURandomCrop,
     RandomFlip, Resize to INPUT.SSD.SIZE squared; test: the resize only."""
@@ -583,6 +591,7 @@ def ssd(cfg, is_train):
 
 @AUGMENTATION_REGISTRY.register()
 @input_size_keys(*_RESIZE_KEYS)
+@may_drop_instances(lambda cfg: cfg.INPUT.CROP.ENABLED)
 def semantic(cfg, is_train):
     """Detectron2's semantic-segmentation recipe (``build_sem_seg_train_aug`` of its PointRend and
     DeepLab projects): ResizeShortestEdge, then INPUT.CROP if enabled (a crop of the resized image

@@ -4,10 +4,13 @@ Bars (the mask AP etc. a config must reach on the toy data) live in ``configs/to
 to the configs, each with the value measured when it was set.
 """
 
+import copy
+import hashlib
 import json
 import os
 
 import yaml
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser
 
 import train_net
@@ -41,7 +44,10 @@ def train_toy(config_name, output_root, *opts):
     and return ``(final evaluation results, output dir)``."""
     key = (config_name,) + tuple(opts)
     if key not in _RESULTS:
-        output_dir = os.path.join(str(output_root), config_name.replace(".yaml", ""))
+        stem = config_name.replace(".yaml", "")
+        if opts:  # one folder per set of options
+            stem += "-" + hashlib.sha1(" ".join(opts).encode()).hexdigest()[:8]
+        output_dir = os.path.join(str(output_root), stem)
         argv = ["--config-file", toy_config(config_name), "OUTPUT_DIR", output_dir, *opts]
         results = train_net.main(default_argument_parser().parse_args(argv))
         _RESULTS[key] = (results, output_dir)
@@ -95,3 +101,46 @@ def assert_losses_fell(metrics_file, factors):
     for key, factor in factors.items():
         start, end = logged_loss(metrics_file, True, key), logged_loss(metrics_file, False, key)
         assert end < factor * start, f"{key}: {start:.3f} -> {end:.3f}"
+
+
+# ------------------------------------------------------------------------------ memorisation
+MEMORISE_IMAGES = 4
+
+
+def memorisation_dataset(source, count=MEMORISE_IMAGES):
+    """Register (once) and return the name of a dataset of the first ``count`` images of dataset
+    ``source`` with at least two instances (or, for semantic segmentation, any ``count``), with
+    ``source``'s metadata: trained on and evaluated on, it measures memorisation."""
+    name = f"{source}_memorise{count}"
+    if name in DatasetCatalog.list():
+        return name
+    semantic = MetadataCatalog.get(source).get("evaluator_type") == "sem_seg"
+    dicts = [d for d in DatasetCatalog.get(source) if semantic or len(d["annotations"]) >= 2]
+    dicts = copy.deepcopy(dicts[:count])
+    assert len(dicts) == count, f"{source} has fewer than {count} usable images"
+    DatasetCatalog.register(name, lambda: copy.deepcopy(dicts))
+    metadata = {k: v for k, v in MetadataCatalog.get(source).as_dict().items() if k != "name"}
+    metadata.pop("json_file", None)  # the evaluator converts the subset's dicts
+    MetadataCatalog.get(name).set(**metadata)
+    return name
+
+
+def memorise(config_name, output_root, *opts):
+    """Train ``config_name`` on the :func:`memorisation_dataset` of its training set with the
+    schedule of its ``memorise`` entry in bars.yaml, evaluate on the same images, and return
+    ``(results, output dir)`` (once per session and options)."""
+    spec = bars(config_name)["memorise"]
+    from projects.engine.setup import load_config
+
+    cfg = load_config(toy_config(config_name), list(opts))
+    name = memorisation_dataset(cfg.DATASETS.TRAIN[0])
+    iterations = int(spec["iterations"])
+    schedule = [
+        "DATASETS.TRAIN", f"('{name}',)",
+        "DATASETS.TEST", f"('{name}',)",
+        "SOLVER.MAX_ITER", str(iterations),
+        "SOLVER.STEPS", f"({int(iterations * 0.8)},)",
+        "SOLVER.CHECKPOINT_PERIOD", str(iterations),
+        "TEST.EVAL_PERIOD", "0",
+    ]  # fmt: skip
+    return train_toy(config_name, os.path.join(str(output_root), "memorise"), *schedule, *opts)
