@@ -32,5 +32,7 @@ setup(
     description="BlendMask, YOLACT, PointRend, RefineMask and FastInst on Detectron2",
     python_requires=">=3.9",
     packages=find_packages(include=["projects", "projects.*"] + [p + "*" for p in METHOD_PACKAGES]),
+    # The configs, through the link projects/configs -> ../configs (projects.methods.config_root).
+    package_data={"projects": ["configs/*.yaml", "configs/*/*.yaml"]},
     install_requires=INSTALL_REQUIRES,
 )

@@ -3,6 +3,8 @@
 
 from projects.methods import BenchmarkConfig, Method, register_method
 
+from .flops import count_point_rend_head_flops
+
 POINTREND = register_method(
     Method(
         name="PointRend",
@@ -16,6 +18,7 @@ POINTREND = register_method(
             ),
         ),
         score_threshold_keys=("MODEL.ROI_HEADS.SCORE_THRESH_TEST",),
+        head_flops=count_point_rend_head_flops,
         readme="pointrend/README.md",
     )
 )

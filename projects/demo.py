@@ -22,6 +22,7 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 from .data.augmentations import ResizeShortestEdge
 from .data.image_io import BadImageError, read_image_robust
 from .engine.checkpoint import load_weights_for_evaluation
+from .methods import score_threshold_keys
 
 logger = logging.getLogger(__name__)
 
@@ -56,23 +57,30 @@ def expand_inputs(inputs):
     return [f for f in files if not (f in seen or seen.add(f))]
 
 
-def set_confidence_threshold(cfg, threshold):
+def set_confidence_threshold(cfg, threshold, keys=None):
     """Write ``threshold`` into every score-threshold key the config has (any method).
 
-    The predictor also filters by score afterwards, so methods whose key is not listed here
-    still honour ``--confidence-threshold``.
+    Args:
+        cfg (CfgNode): the config (frozen again on return).
+        threshold (float): the score threshold.
+        keys (list[str] or None): dotted keys; None: every registered method's
+            (:func:`projects.methods.score_threshold_keys`).
+
+    Returns:
+        CfgNode: ``cfg``.
+
+    The predictor also filters by score afterwards, so a method that declares no key still
+    honours ``--confidence-threshold``.
     """
+    keys = score_threshold_keys() if keys is None else keys
     cfg.defrost()
-    for path in (
-        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
-        "MODEL.RETINANET.SCORE_THRESH_TEST",
-        "MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH",
-    ):
-        node, *parents = cfg, *path.split(".")[:-1]
+    for path in keys:
+        *parents, leaf = path.split(".")
+        node = cfg
         for key in parents:
-            node = node.get(key) if node is not None else None
-        if node is not None and path.split(".")[-1] in node:
-            node[path.split(".")[-1]] = threshold
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            node[leaf] = threshold
     cfg.freeze()
     return cfg
 

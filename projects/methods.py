@@ -14,7 +14,7 @@ Every method package declares one :class:`Method` and registers it when it is im
                 BenchmarkConfig("PointRend/pointrend_R_50_FPN_3x.yaml", toy="pointrend.yaml"),
             ),
             score_threshold_keys=("MODEL.ROI_HEADS.SCORE_THRESH_TEST",),
-            head_flops=count_point_rend_head_flops,
+            head_flops=count_point_rend_head_flops,  # pointrend/flops.py
             readme="pointrend/README.md",
         )
     )
@@ -26,7 +26,8 @@ edits nothing in ``projects/``. :func:`registered_methods` first imports every m
 
 Configs are named relative to the project's config folder (:func:`config_root`), e.g.
 ``"toy/mask_rcnn.yaml"`` or ``"PointRend/x.yaml"``; ``"zoo:<path>"`` names a file of
-Detectron2's model zoo.
+Detectron2's model zoo. A method installed outside this repository names its configs by absolute
+paths (toy configs included), since its files are not under :func:`config_root`.
 
 Detectron2's own models, the yardsticks every method is measured against (Mask R-CNN for
 instances, Semantic FPN for semantic segmentation), are declared here as the method
@@ -65,8 +66,8 @@ class BenchmarkConfig:
     """One published configuration of a method, benchmarked at the test size it was published at.
 
     Attributes:
-        config: path under :func:`config_root` (``"PointRend/x.yaml"``), or ``"zoo:<path>"`` for
-            Detectron2's model zoo.
+        config: path under :func:`config_root` (``"PointRend/x.yaml"``), ``"zoo:<path>"`` for
+            Detectron2's model zoo, or an absolute path (see :func:`resolve_config`).
         toy: the toy config (a name of ``Method.toy_configs``) that stands for it in the
             benchmark's toy-accuracy columns; None: no toy column.
         label: the name in the benchmark's table (default: ``<Method>/<file stem>``).
@@ -87,17 +88,31 @@ class Method:
         name: the method's name as users know it (``"PointRend"``), unique.
         package: the Python package that implements it (None for Detectron2's own models).
         toy_configs: its CPU-sized configs for the bundled toy data, file names under
-            ``configs/toy/``; each joins the test contract and has an entry in
-            ``configs/toy/bars.yaml``.
+            ``configs/toy/`` (or absolute paths, for a method outside this repository); each
+            joins the test contract and has an entry in ``configs/toy/bars.yaml``, and the
+            benchmark trains each for its toy-accuracy columns. Each sets
+            ``TEST_CONTRACT.NUM_CLASSES_KEY`` (:func:`add_test_contract_config`).
         benchmark_configs: its published configurations (see :class:`BenchmarkConfig`).
         score_threshold_keys: config keys holding an inference score threshold: the demo sets
             them to ``--confidence-threshold`` and the benchmark to 0, where a config has them.
-        num_classes_key: the config key with the number of classes of its published configs.
+        num_classes_key: the config key with the number of classes of its benchmark configs
+            (the benchmark's synthetic training batch draws its labels below it).
         flop_handles: fvcore op handles for the operators it runs that fvcore does not count
-            (``{"aten::op_name": handle}``), used by every FLOP count of the benchmark.
-        head_flops: ``head_flops(cfg, model, image) -> dict or None``: per-box FLOPs of its mask
-            head as its paper counts them (``{"gflops_per_box": float, ...}``); None where the
-            model has no such head (or the method no counter).
+            (``{"aten::op_name": handle}``, fvcore's ``handle(inputs, outputs) -> int``), used
+            by every FLOP count of the benchmark, every row's. A handle for an operator that
+            ``projects.evaluation.flop_handles`` or another method counts already, with another
+            handle, is an error: an operator shared by methods is counted in one place.
+        head_flops: ``head_flops(cfg, model, image) -> dict or None``, the per-box FLOPs of its
+            mask head as its paper counts them. ``cfg`` is the model's (frozen) config,
+            ``model`` the built model in eval mode (random or loaded weights; the counter must
+            leave it as it found it), ``image`` a ``(3, H, W)`` float tensor in
+            ``cfg.INPUT.FORMAT`` on the model's device. It returns None for a model whose head
+            it does not count (the benchmark asks every method, the config's own first, and
+            keeps the first dict), else a JSON-serialisable dict with ``gflops_per_box``
+            (float, required; 1 multiply-add = 1 FLOP, as fvcore counts) and optionally
+            ``output_side`` (int, M of the M x M mask) and ``conv_head_same_output`` (the dict
+            of :func:`projects.evaluation.mask_head_flops.conv_mask_head_flops` at that side,
+            the comparison the table shows) beside fields of its own. None: no counter.
         readme: its README (zoo, toy results, parity notes, BibTeX), relative to the repository.
     """
 

@@ -1,5 +1,6 @@
 """demo.py: inputs (files, directories, globs), drawing, COCO JSON, unreadable and missing
-inputs."""
+inputs, the confidence threshold in every registered score key (a method installed from a
+temporary folder: tests/test_method_contract.py)."""
 
 import json
 import logging
@@ -11,7 +12,9 @@ from detectron2.modeling import build_model
 from PIL import Image
 
 import demo
-from projects.demo import expand_inputs
+from projects.config import get_cfg
+from projects.demo import expand_inputs, set_confidence_threshold
+from projects.methods import registered_methods
 from tests.helpers.tiny_coco import tiny_mask_rcnn_cfg, write_cfg
 
 
@@ -187,3 +190,37 @@ def test_video_input_that_is_not_a_video_is_an_error(tiny_model, tmp_path, caplo
         code = demo.main(argv)
     assert code != 0
     assert any("notes.mp4" in r.getMessage() for r in caplog.records)
+
+
+def test_confidence_threshold_goes_to_every_registered_score_key_the_config_has():
+    cfg = get_cfg()
+    declared = {key for method in registered_methods() for key in method.score_threshold_keys}
+    assert "MODEL.ROI_HEADS.SCORE_THRESH_TEST" in declared  # Detectron2's, as the yardstick's
+    present = [k for k in declared if _get(cfg, k) is not None]
+    assert len(present) >= 3
+    before = {k: v for k, v in _items(cfg) if k not in declared}
+    set_confidence_threshold(cfg, 0.37)
+    assert cfg.is_frozen()
+    assert all(_get(cfg, k) == 0.37 for k in present)
+    assert {k: v for k, v in _items(cfg) if k not in declared} == before  # nothing else changed
+    custom = get_cfg()
+    set_confidence_threshold(custom, 0.9, keys=["MODEL.RETINANET.SCORE_THRESH_TEST", "NO.SUCH"])
+    assert custom.MODEL.RETINANET.SCORE_THRESH_TEST == 0.9
+    assert custom.MODEL.ROI_HEADS.SCORE_THRESH_TEST == get_cfg().MODEL.ROI_HEADS.SCORE_THRESH_TEST
+
+
+def _get(cfg, key):
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _items(cfg, prefix=""):
+    for name, value in cfg.items():
+        if isinstance(value, dict):
+            yield from _items(value, f"{prefix}{name}.")
+        else:
+            yield prefix + name, value

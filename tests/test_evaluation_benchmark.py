@@ -1,6 +1,9 @@
-"""The benchmark tool (tools/benchmark.py, projects/evaluation/benchmark*.py) and its FLOP handles.
+"""The benchmark tool (tools/benchmark.py, projects/benchmark/) and the FLOP metrics it uses
+(projects/evaluation/: op handles, the conv-mask-head count).
 
 Timings are never asserted: only that they are measured, reported and combined consistently.
+PointRend's head counter is tested in tests/test_pointrend_flops.py; a method installed from a
+temporary folder is run through the benchmark in tests/test_method_contract.py.
 """
 
 import importlib.util
@@ -16,12 +19,22 @@ from torch.nn import functional as F
 from torchvision.ops import roi_align
 
 import projects.compat  # noqa: F401  (portable detectron2._C)
-from projects.evaluation import benchmark as bench
-from projects.evaluation import benchmark_toy as bt
-from projects.evaluation.benchmark_measure import calibrate_random_norms, load_images, summarize
-from projects.evaluation.benchmark_report import TABLE_COLUMNS, TOY_COLUMNS
+from projects.benchmark import contract
+from projects.benchmark import driver as bench
+from projects.benchmark import specs as bs
+from projects.benchmark import toy as bt
+from projects.benchmark.measure import calibrate_random_norms, load_images, summarize
+from projects.benchmark.report import TABLE_COLUMNS, TOY_COLUMNS
 from projects.evaluation.flop_handles import EXTRA_FLOP_HANDLES
-from projects.evaluation.mask_head_flops import conv_mask_head_flops, point_rend_mask_head_flops
+from projects.evaluation.mask_head_flops import conv_mask_head_flops
+from projects.methods import (
+    DETECTRON2,
+    Method,
+    config_root,
+    registered_methods,
+    resolve_config,
+    score_threshold_keys,
+)
 from tests.helpers.pointrend_fixtures import instance_cfg
 from tests.helpers.tiny_coco import (
     register_tiny_coco,
@@ -39,12 +52,11 @@ _spec.loader.exec_module(benchmark_tool)
 SIZE = "48x64"
 
 
-EVERY_TOY_CONFIG = [
-    "mask_rcnn.yaml",
-    "pointrend.yaml",
-    "pointrend_semseg.yaml",
-    "semantic_fpn.yaml",
-]
+def _toy_order(row_toys):
+    """The order the toy configs are trained in: the rows' (in row order, each once), then every
+    other registered toy config in registration order."""
+    order = list(dict.fromkeys(row_toys))
+    return order + [n for m in registered_methods() for n in m.toy_configs if n not in order]
 
 
 def _flops(module, *inputs):
@@ -128,29 +140,6 @@ def test_embedding_bag_and_inplace_addmm_handles():
 
 
 # ---------------------------------------------------------------- mask-head FLOPs
-def test_point_rend_mask_head_flops_per_box():
-    from detectron2.modeling import build_model
-
-    torch.manual_seed(0)
-    model = build_model(instance_cfg()).eval()
-    result = point_rend_mask_head_flops(model, torch.rand(3, 64, 96) * 255)
-    head = model.roi_heads.mask_head
-    per_point = sum(
-        m.in_channels * m.out_channels
-        for m in head.point_head.modules()
-        if isinstance(m, nn.Conv1d)
-    )
-    evaluations = head.subdivision_init_resolution**2 + (
-        head.subdivision_steps * head.subdivision_num_points
-    )
-    assert result["point_evaluations"] == evaluations
-    assert result["point_head"] * 1e9 == pytest.approx(evaluations * per_point)
-    assert result["output_side"] == head.subdivision_init_resolution * 2**head.subdivision_steps
-    assert result["coarse_head"] > 0 and result["sampling"] > 0
-    parts = result["coarse_head"] + result["point_head"] + result["sampling"]
-    assert parts == pytest.approx(result["gflops_per_box"])
-
-
 def test_conv_mask_head_flops_exact():
     c_in, dim, classes, side = 4, 8, 3, 16
     result = conv_mask_head_flops(c_in, classes, conv_dim=dim, num_conv=1, output_side=side)
@@ -193,13 +182,127 @@ def test_parse_size_and_summary():
     assert stats["p10"] <= stats["p25"] <= stats["median"] <= stats["p75"] <= stats["p90"]
 
 
-def test_default_configs_are_paper_configs_and_yardstick():
-    specs = bench.default_config_specs(os.path.join(REPO, "configs"))
-    assert specs[0].yardstick and specs[0].path == bench.YARDSTICK_CONFIG
+def test_default_rows_are_every_methods_benchmark_configs_yardstick_first():
+    specs = bs.default_config_specs()
+    declared = [(m, c) for m in registered_methods() for c in m.benchmark_configs]
+    expected = [c for _, c in declared if c.yardstick] + [c for _, c in declared if not c.yardstick]
+    assert [s.path for s in specs] == [c.config for c in expected]
+    assert specs[0].yardstick and specs[0].method == DETECTRON2.name
+    assert specs[0].path == DETECTRON2.benchmark_configs[0].config
+    assert [s.yardstick for s in specs].count(True) == 1
+    for spec, (method, config) in zip(specs, sorted(declared, key=lambda d: not d[1].yardstick)):
+        assert spec.method == method.name and spec.toy == config.toy
+        assert spec.num_classes_key == method.num_classes_key
+        assert os.path.isfile(resolve_config(spec.path))
     labels = [s.label for s in specs]
-    assert "PointRend/pointrend_rcnn_R_50_FPN_3x_coco" in labels
-    assert not any(label.startswith("toy/") for label in labels)
-    assert os.path.isfile(bench.resolve_config_path(bench.YARDSTICK_CONFIG))
+    assert "PointRend R50-FPN" in labels and len(set(labels)) == len(labels)
+
+
+def test_a_config_named_on_the_command_line_is_matched_to_its_declaration():
+    declared = {s.path: s for s in bs.default_config_specs()}
+    pointrend = declared["PointRend/pointrend_rcnn_R_50_FPN_3x_coco.yaml"]
+    by_file = bs.spec_for_config("configs/PointRend/pointrend_rcnn_R_50_FPN_3x_coco.yaml")
+    assert (by_file.label, by_file.method, by_file.toy) == (
+        "PointRend R50-FPN",
+        "PointRend",
+        pointrend.toy,
+    )
+    assert not by_file.yardstick
+    toy = bs.spec_for_config(os.path.join(REPO, "configs", "toy", "pointrend_semseg.yaml"))
+    assert (toy.label, toy.method, toy.toy) == (
+        "toy/pointrend_semseg",
+        "PointRend",
+        "pointrend_semseg.yaml",
+    )
+    assert toy.num_classes_key is None  # a toy config declares its own (TEST_CONTRACT)
+    other = bs.spec_for_config("configs/PointRend/pointrend_rcnn_R_50_FPN_1x_coco.yaml")
+    assert (other.label, other.method, other.toy) == (
+        "PointRend/pointrend_rcnn_R_50_FPN_1x_coco",
+        None,
+        None,
+    )
+    assert bs.config_label("zoo:A/b.yaml") == "d2zoo/b"
+
+
+def test_installed_configs_are_the_repository_configs():
+    """projects/configs is a link to configs/ (what a wheel installs as package data)."""
+    assert os.path.realpath(config_root()) == os.path.realpath(os.path.join(REPO, "configs"))
+    assert os.path.islink(os.path.join(REPO, "projects", "configs"))
+
+
+def test_detections_fixed_through_every_registered_score_key():
+    from projects.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.3
+    overridden = contract.fix_detections(
+        cfg, 7, keys=score_threshold_keys() + ("MODEL.NO.SUCH_KEY",)
+    )
+    assert cfg.TEST.DETECTIONS_PER_IMAGE == 7
+    assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == cfg.MODEL.RETINANET.SCORE_THRESH_TEST == 0.0
+    declared = {k for m in registered_methods() for k in m.score_threshold_keys}
+    assert set(overridden) == {"TEST.DETECTIONS_PER_IMAGE"} | {
+        k for k in declared if contract.has_config_key(cfg, k)
+    }
+    assert "MODEL.NO.SUCH_KEY" not in overridden
+
+
+def test_num_classes_from_the_declared_key_else_the_config_s_own():
+    from projects.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 5, 9
+    assert contract.num_classes(cfg, "MODEL.SEM_SEG_HEAD.NUM_CLASSES") == (
+        9,
+        "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+    )
+    assert contract.num_classes(cfg) == (5, DETECTRON2.num_classes_key)
+    cfg.TEST_CONTRACT.NUM_CLASSES_KEY = "MODEL.SEM_SEG_HEAD.NUM_CLASSES"
+    assert contract.num_classes(cfg)[0] == 9
+    with pytest.raises(KeyError, match="MODEL.NO_SUCH.NUM_CLASSES"):
+        contract.num_classes(cfg, "MODEL.NO_SUCH.NUM_CLASSES")
+
+
+def test_flop_handles_merge_and_a_clash_is_named():
+    def handle(inputs, outputs):
+        return 1
+
+    def other(inputs, outputs):
+        return 2
+
+    a = Method(name="A", flop_handles={"aten::op_a": handle})
+    b = Method(name="B", flop_handles={"aten::op_a": handle, "aten::op_b": other})
+    merged = contract.flop_handles([a, b])
+    assert merged == {**EXTRA_FLOP_HANDLES, "aten::op_a": handle, "aten::op_b": other}
+    with pytest.raises(ValueError, match="'C'.*aten::op_b.*'B'"):
+        contract.flop_handles([a, b, Method(name="C", flop_handles={"aten::op_b": handle})])
+    shared = next(iter(EXTRA_FLOP_HANDLES))
+    with pytest.raises(ValueError, match=f"'D'.*{shared}.*flop_handles"):
+        contract.flop_handles([Method(name="D", flop_handles={shared: handle})])
+
+
+def test_mask_head_flops_from_the_first_method_that_counts_the_model():
+    calls = []
+
+    def none(cfg, model, image):
+        calls.append("none")
+        return None
+
+    def count(cfg, model, image):
+        calls.append("count")
+        return {"gflops_per_box": 1.5, "output_side": 28}
+
+    methods = (Method(name="N", head_flops=none), Method(name="C", head_flops=count))
+    result = contract.mask_head_flops(None, None, None, methods=methods)
+    assert result == {"gflops_per_box": 1.5, "output_side": 28, "method": "C"}
+    assert calls == ["none", "count"]
+    calls.clear()
+    assert contract.mask_head_flops(None, None, None, "C", methods=methods)["method"] == "C"
+    assert calls == ["count"]  # the declaring method first
+    assert contract.mask_head_flops(None, None, None, methods=methods[:1]) is None
+    bad = (Method(name="Bad", head_flops=lambda cfg, model, image: {"gflops": 1}),)
+    with pytest.raises(TypeError, match="'Bad'.*gflops_per_box"):
+        contract.mask_head_flops(None, None, None, methods=bad)
 
 
 def test_load_images_resizes_dataset_images(tmp_path):
@@ -290,9 +393,12 @@ def test_tool_rows_hold_every_measurement(run):
     assert yard["weights"] == "random (norm-calibrated)" and pointrend["weights"].endswith(
         "pointrend.pth"
     )
-    assert "mask_head_flops" not in yard  # a plain Mask R-CNN head
-    head = pointrend["mask_head_flops"]
+    assert "mask_head_flops" not in yard  # a plain Mask R-CNN head: no method counts it
+    head = pointrend["mask_head_flops"]  # an undeclared config: PointRend's counter found it
+    assert head["method"] == "PointRend" and head["output_side"] == 7 * 2**5
     assert head["gflops_per_box"] > 0 and head["conv_head_same_output"]["gflops_per_box"] > 0
+    for row in (yard, pointrend):  # undeclared configs: Detectron2's class-count key
+        assert row["num_classes_key"] == DETECTRON2.num_classes_key and row["method"] is None
 
 
 def test_broken_config_gives_error_row_and_others_run(run):
@@ -319,7 +425,7 @@ def test_interrupted_run_keeps_measured_rows(configs, tmp_path, monkeypatch):
     with open(tmp_path / "benchmark.json") as f:
         document = json.load(f)
     assert not document["complete"]
-    assert [row["label"] for row in document["rows"]] == [bench.config_label(configs["mrcnn"])]
+    assert [row["label"] for row in document["rows"]] == [bs.config_label(configs["mrcnn"])]
     assert document["rows"][0]["params"] > 0
     assert "(incomplete)" in (tmp_path / "benchmark.md").read_text()
 
@@ -331,32 +437,17 @@ def test_weights_for_unknown_config_is_a_clear_error(configs, tmp_path):
 
 
 # ---------------------------------------------------------------- toy accuracy
-TOY_DIR = os.path.join(REPO, "configs", "toy")
-
-
-def test_toy_config_mapping_by_method_and_task():
-    toy = lambda name: os.path.join(TOY_DIR, name)  # noqa: E731
-    for_config = bt.toy_config_for
-    assert for_config(bench.YARDSTICK_CONFIG, "GeneralizedRCNN", TOY_DIR) == toy("mask_rcnn.yaml")
-    zoo_semantic = "zoo:Misc/semantic_R_50_FPN_1x.yaml"
-    assert for_config(zoo_semantic, "SemanticSegmentor", TOY_DIR) == toy("semantic_fpn.yaml")
-    # Every PointRend config, by the meta-architecture its file names.
-    from projects.engine.setup import load_config
-
-    for path in sorted(os.listdir(os.path.join(REPO, "configs", "PointRend"))):
-        path = os.path.join(REPO, "configs", "PointRend", path)
-        meta = load_config(path, freeze=False).MODEL.META_ARCHITECTURE
-        expected = "pointrend_semseg.yaml" if "semantic" in path.lower() else "pointrend.yaml"
-        assert for_config(path, meta, TOY_DIR) == toy(expected), path
-    assert for_config(toy("pointrend.yaml"), "GeneralizedRCNN", TOY_DIR) == toy("pointrend.yaml")
-    with pytest.raises(LookupError, match="no toy config for BlendMask .*TOY_CONFIGS"):
-        for_config("configs/BlendMask/blendmask_R_50_3x.yaml", "BlendMask", TOY_DIR)
-    assert bt.toy_config_files(TOY_DIR) == [
-        toy(n)
-        for n in ("mask_rcnn.yaml", "pointrend.yaml", "pointrend_semseg.yaml", "semantic_fpn.yaml")
-    ]
-    for tasks in bt.TOY_CONFIGS.values():  # every entry names an existing toy config
-        assert all(os.path.isfile(toy(name)) for name in tasks.values())
+def test_every_registered_toy_config_is_trained():
+    expected = [(m.name, n) for m in registered_methods() for n in m.toy_configs]
+    assert bt.toy_configs_to_train() == expected
+    assert {"mask_rcnn.yaml", "semantic_fpn.yaml"} <= {n for _, n in expected}
+    for _, name in expected:
+        path = bs.toy_config_file(name)
+        assert os.path.realpath(path) == os.path.realpath(
+            os.path.join(REPO, "configs", "toy", name)
+        )
+    with pytest.raises(FileNotFoundError, match="toy/nosuch.yaml"):
+        bs.toy_config_file("nosuch.yaml")
 
 
 def _metrics_lines(iteration, task_values, prefix=""):
@@ -395,7 +486,8 @@ class FakeTrainNet:
     def __init__(self, fail=(), on_call=None):
         self.calls, self.fail, self.on_call = [], fail, on_call
 
-    def __call__(self, argv, log_path, echo):
+    def __call__(self, argv, log_path, echo, python=None):
+        assert argv[:2] == ["-m", "projects.engine.main"]
         config = argv[argv.index("--config-file") + 1]
         output_dir = argv[argv.index("OUTPUT_DIR") + 1]
         iteration = int(argv[argv.index("SOLVER.MAX_ITER") + 1]) if "SOLVER.MAX_ITER" in argv else 7
@@ -431,7 +523,7 @@ def test_toy_accuracy_only_trains_every_toy_config_and_reuses_runs(tmp_path, mon
             assert rows[0]["toy"]["bbox_AP"] == 1.0 and rows[1]["toy"]["pending"]
 
     fake = FakeTrainNet(fail=("pointrend_semseg.yaml",), on_call=check_incremental)
-    monkeypatch.setattr(bt, "run_train_net", fake)
+    monkeypatch.setattr(bt, "run_training", fake)
     argv = [
         "--toy-accuracy-only",
         "--toy-opts",
@@ -441,15 +533,20 @@ def test_toy_accuracy_only_trains_every_toy_config_and_reuses_runs(tmp_path, mon
         str(tmp_path),
     ]
     assert benchmark_tool.main(argv) == 0
-    assert fake.calls == EVERY_TOY_CONFIG
+    declared = bs.default_config_specs()
+    order = _toy_order([spec.toy for spec in declared])
+    assert fake.calls == order
     with open(tmp_path / "benchmark.json") as f:
         document = json.load(f)
     assert document["complete"] and document["matmul"] is None
     assert document["settings"]["toy"]["opts"] == ["SOLVER.MAX_ITER", "3"]
-    yard, pointrend, semseg, semantic_fpn = document["rows"]
-    assert yard["yardstick"] and yard["label"] == "d2zoo/mask_rcnn_R_50_FPN_3x"
-    assert pointrend["label"] == "PointRend/pointrend_rcnn_R_50_FPN_3x_coco"
-    assert "params" not in yard  # nothing measured
+    rows = {row["label"]: row for row in document["rows"]}
+    assert [row["label"] for row in document["rows"][: len(declared)]] == [
+        spec.label for spec in declared
+    ]
+    yard, pointrend = rows["Mask R-CNN R50-FPN (Detectron2, yardstick)"], rows["PointRend R50-FPN"]
+    semseg, semantic_fpn = rows["toy/pointrend_semseg"], rows["toy/semantic_fpn"]
+    assert yard["yardstick"] and "params" not in yard  # nothing measured
     assert yard["toy"]["config"].endswith("configs/toy/mask_rcnn.yaml")
     assert (yard["toy"]["bbox_AP"], yard["toy"]["segm_AP"], yard["toy"]["boundary_AP"]) == (
         1.0,
@@ -461,15 +558,23 @@ def test_toy_accuracy_only_trains_every_toy_config_and_reuses_runs(tmp_path, mon
     assert pointrend["toy"]["config"].endswith("configs/toy/pointrend.yaml")
     assert yard["errors"] == pointrend["errors"] == {}  # check_incremental passed too
     assert semseg["toy_only"] and semantic_fpn["toy_only"] and semantic_fpn["errors"] == {}
-    assert semantic_fpn["toy"]["mIoU"] == 34.0 and semantic_fpn["toy"]["bbox_AP"] is None
-    assert semseg["errors"]["toy"].startswith("train_net.py exited with 1: RuntimeError: boom")
+    assert semseg["method"] == "PointRend" and semantic_fpn["method"] == "Detectron2"
+    mIoU = 30.0 + order.index("semantic_fpn.yaml") + 1  # FakeTrainNet: by call number
+    assert semantic_fpn["toy"]["mIoU"] == mIoU and semantic_fpn["toy"]["bbox_AP"] is None
+    assert semseg["errors"]["toy"].startswith(
+        "projects.engine.main exited with 1: RuntimeError: boom"
+    )
     assert "mIoU" not in semseg["toy"] and semseg["toy"]["log"].endswith("train_net.log")
-    header, rows = _table((tmp_path / "benchmark.md").read_text())
+    header, table = _table((tmp_path / "benchmark.md").read_text())
     assert header == ["config", *TOY_COLUMNS, "status"]
-    assert rows[0] == ["d2zoo/mask_rcnn_R_50_FPN_3x (yardstick)", "toy/mask_rcnn, 3 it",
-                       "1.00", "1.50", "1.25", "-", "ok"]  # fmt: skip
-    assert rows[3] == ["toy/semantic_fpn", "toy/semantic_fpn, 3 it", "-", "-", "-", "34.00", "ok"]
-    assert rows[2][0] == "toy/pointrend_semseg" and "RuntimeError: boom" in rows[2][-1]
+    table = {row[0]: row for row in table}
+    assert table["Mask R-CNN R50-FPN (Detectron2, yardstick)"] == [
+        "Mask R-CNN R50-FPN (Detectron2, yardstick)", "toy/mask_rcnn, 3 it",
+        "1.00", "1.50", "1.25", "-", "ok"]  # fmt: skip
+    assert table["toy/semantic_fpn"] == [
+        "toy/semantic_fpn", "toy/semantic_fpn, 3 it", "-", "-", "-", f"{mIoU:.2f}", "ok"
+    ]  # fmt: skip
+    assert "RuntimeError: boom" in table["toy/pointrend_semseg"][-1]
     assert "toy overrides: SOLVER.MAX_ITER 3" in (tmp_path / "benchmark.md").read_text()
 
     # Again: the finished runs are reused, the failed one is trained again.
@@ -478,36 +583,43 @@ def test_toy_accuracy_only_trains_every_toy_config_and_reuses_runs(tmp_path, mon
     assert benchmark_tool.main(argv) == 0
     assert fake.calls == ["pointrend_semseg.yaml"]
     with open(tmp_path / "benchmark.json") as f:
-        rows = json.load(f)["rows"]
-    assert [row["toy"]["reused"] for row in rows] == [True, True, False, True]
-    assert rows[0]["toy"]["bbox_AP"] == 1.0 and rows[2]["errors"] == {}
+        again = json.load(f)["rows"]
+    assert [row["toy"]["reused"] for row in again] == [
+        row["label"] != "toy/pointrend_semseg" for row in again
+    ]
+    assert again[0]["toy"]["bbox_AP"] == 1.0
+    assert all(row["errors"] == {} for row in again)
     assert "toy/mask_rcnn, 3 it, reused" in (tmp_path / "benchmark.md").read_text()
     # Another budget is another config: trained again; so is everything with --toy-retrain.
     fake.calls.clear()
     assert benchmark_tool.main(argv[:3] + ["4"] + argv[4:]) == 0
-    assert len(fake.calls) == 4
+    assert len(fake.calls) == len(order)
     fake.calls.clear()
     assert benchmark_tool.main(argv[:3] + ["4"] + argv[4:] + ["--toy-retrain"]) == 0
-    assert len(fake.calls) == 4
+    assert len(fake.calls) == len(order)
 
 
 def test_toy_accuracy_columns_beside_the_measurements(configs, tmp_path, monkeypatch):
     fake = FakeTrainNet()
-    monkeypatch.setattr(bt, "run_train_net", fake)
-    method = os.path.basename(os.path.dirname(configs["mrcnn"]))
-    monkeypatch.setitem(bt.TOY_CONFIGS, method, {"instance": "mask_rcnn.yaml"})
+    monkeypatch.setattr(bt, "run_training", fake)
+    toy_mrcnn = os.path.join(REPO, "configs", "toy", "mask_rcnn.yaml")
     skip = ["--skip", "flops", "latency", "mask_head", "train"]
-    assert benchmark_tool.main(_argv(configs, tmp_path, *skip, "--toy-accuracy")) == 0
-    # mask_rcnn.yaml stands for the 3 configs (the broken one's config loads): trained once.
-    assert fake.calls == EVERY_TOY_CONFIG
+    argv = _argv(configs, tmp_path, *skip, "--toy-accuracy")
+    argv[1:3] = [toy_mrcnn, configs["broken"]]  # --configs: a toy config, a broken file
+    assert benchmark_tool.main(argv) == 0
+    # The toy config stands for itself; the other two are no method's: no toy config.
+    assert fake.calls == _toy_order(["mask_rcnn.yaml"])
     with open(tmp_path / "benchmark.json") as f:
         document = json.load(f)
-    labels = [row["label"] for row in document["rows"]]
-    assert labels[3:] == ["toy/pointrend", "toy/pointrend_semseg", "toy/semantic_fpn"]
-    yard, pointrend, broken = document["rows"][:3]
-    assert yard["params"] > 0 and "build" in broken["errors"] and "toy" not in broken["errors"]
-    for row in (yard, pointrend, broken):
-        assert row["toy"]["config"].endswith("mask_rcnn.yaml") and row["toy"]["segm_AP"] == 1.5
+    yard, toy, broken = document["rows"][:3]
+    assert [row["label"] for row in document["rows"][3:]] == [
+        bs.toy_label(name) for name in fake.calls[1:]
+    ]
+    assert yard["params"] > 0 and toy["params"] > 0 and "build" in broken["errors"]
+    assert os.path.samefile(toy["toy"]["config"], toy_mrcnn)
+    assert toy["toy"]["segm_AP"] == 1.5 and toy["errors"] == {}
+    for row in (yard, broken):
+        assert "toy" not in row and "is no registered method's" in row["errors"]["toy"]
     header, rows = _table((tmp_path / "benchmark.md").read_text())
     assert header == TABLE_COLUMNS[:-1] + TOY_COLUMNS + ["status"]
     assert all(len(row) == len(header) for row in rows)
@@ -518,27 +630,30 @@ def test_toy_accuracy_columns_beside_the_measurements(configs, tmp_path, monkeyp
         "1.25",
         "-",
     ]
+    assert rows[0][1] != "-" and "no toy config" in rows[0][-1]  # measured, toy error in status
 
 
-def test_toy_config_missing_for_a_method_is_an_error_row(tmp_path, monkeypatch):
+def test_a_declared_toy_config_that_is_missing_and_a_row_without_one_are_error_rows(
+    tmp_path, monkeypatch
+):
     fake = FakeTrainNet()
-    monkeypatch.setattr(bt, "run_train_net", fake)
-    toy_dir = tmp_path / "toy"
-    toy_dir.mkdir()
-    (toy_dir / "bars.yaml").write_text("x.yaml: {}\n")
-    (toy_dir / "Base-x.yaml").write_text("SEED: 1\n")
-    (toy_dir / "x.yaml").write_text('_BASE_: "Base-x.yaml"\nMODEL:\n  DEVICE: "cpu"\n')
-    rows = [{"label": "NewMethod/a", "config": "configs/NewMethod/a.yaml", "errors": {}}]
-    rows[0]["meta_architecture"] = "NewArch"
-    settings = bt.ToySettings(toy_dir=str(toy_dir))
-    bt.run_toy_accuracy(rows, settings, str(tmp_path / "out"), lambda text: None)
-    assert "no toy config for NewMethod (instance, NewArch)" in rows[0]["errors"]["toy"]
-    assert "toy" not in rows[0] and fake.calls == ["x.yaml"]
-    assert rows[1]["label"] == "toy/x" and rows[1]["toy"]["bbox_AP"] == 1.0
+    monkeypatch.setattr(bt, "run_training", fake)
+    missing = str(tmp_path / "nosuch_toy.yaml")
+    to_train = [("Detectron2", "mask_rcnn.yaml"), ("NewMethod", missing)]
+    monkeypatch.setattr(bt, "toy_configs_to_train", lambda: to_train)
+    rows = [{"label": "NewMethod/a", "config": "a.yaml", "method": "NewMethod", "errors": {}}]
+    rows[0]["toy_config"] = None
+    bt.run_toy_accuracy(rows, bt.ToySettings(), str(tmp_path / "out"), lambda text: None)
+    assert "method 'NewMethod' declares none for a.yaml" in rows[0]["errors"]["toy"]
+    assert "toy" not in rows[0] and fake.calls == ["mask_rcnn.yaml"]
+    assert [row["label"] for row in rows[1:]] == ["toy/mask_rcnn", "toy/nosuch_toy"]
+    assert rows[1]["toy"]["bbox_AP"] == 1.0 and rows[1]["errors"] == {}
+    assert "nosuch_toy.yaml" in rows[2]["errors"]["toy"] and "toy" not in rows[2]
 
 
-def test_toy_run_of_train_net_for_real_then_reused(tmp_path, monkeypatch):
-    """A 2-iteration run of a tiny config through the real train_net.py subprocess."""
+def test_toy_run_of_the_launcher_module_for_real_then_reused(tmp_path, monkeypatch):
+    """A 2-iteration run of a tiny config through the real ``python -m projects.engine.main``
+    subprocess, started from a folder outside the checkout."""
     json_path, image_dir = write_tiny_coco(tmp_path / "data", num_images=4)
     data = f"coco_format:{json_path}:{image_dir}"
     toy_dir = tmp_path / "toy"
@@ -547,12 +662,14 @@ def test_toy_run_of_train_net_for_real_then_reused(tmp_path, monkeypatch):
     cfg.SOLVER.MAX_ITER, cfg.SOLVER.CHECKPOINT_PERIOD = 2, 100
     config = write_cfg(cfg, toy_dir / "tiny.yaml")
     output_dir = str(tmp_path / "run")
+    monkeypatch.chdir(tmp_path)  # the launcher is found through the projects package, not cwd
     lines = []
     entry = bt.train_toy_config(config, output_dir, bt.ToySettings(), lines.append)
     assert entry["iteration"] == 2 and not entry["reused"] and entry["seconds"] > 0
     for name in ("bbox_AP", "segm_AP", "boundary_AP"):
         assert 0 <= entry[name] <= 100, entry
     assert entry["mIoU"] is None and "AP50" in entry["results"]["segm"]
+    assert lines[0].startswith("python -m projects.engine.main --config-file")
     assert any("Starting training" in line for line in lines)  # the log, streamed
     with open(os.path.join(output_dir, "train_net.log")) as f:
         assert "Starting training" in f.read()
@@ -560,6 +677,6 @@ def test_toy_run_of_train_net_for_real_then_reused(tmp_path, monkeypatch):
     def no_run(*args):
         raise AssertionError("a finished run of the same config is not trained again")
 
-    monkeypatch.setattr(bt, "run_train_net", no_run)
+    monkeypatch.setattr(bt, "run_training", no_run)
     again = bt.train_toy_config(config, output_dir, bt.ToySettings(), lines.append)
     assert again["reused"] and again["segm_AP"] == entry["segm_AP"]

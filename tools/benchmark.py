@@ -1,24 +1,28 @@
 #!/usr/bin/env python
 """Benchmark the methods: parameters, FLOPs, latency, training step time and memory.
 
-python tools/benchmark.py                               # every method's paper config + Mask R-CNN
+python tools/benchmark.py                               # every method's benchmark configs
 python tools/benchmark.py --configs configs/PointRend/pointrend_rcnn_R_50_FPN_3x_coco.yaml \\
     --weights PointRend/pointrend_rcnn_R_50_FPN_3x_coco=model.pth --size 800x1333 --runs 20
 python tools/benchmark.py --random-images --flop-images 2 --runs 3 --skip train   # quick look
 python tools/benchmark.py --toy-accuracy        # + box/mask/boundary AP of each method on toy data
-python tools/benchmark.py --toy-accuracy-only   # only train + evaluate every configs/toy/ config
+python tools/benchmark.py --toy-accuracy-only   # only train + evaluate every method's toy configs
 python tools/benchmark.py --toy-accuracy-only --toy-opts SOLVER.MAX_ITER 5   # check the plumbing
 
 Writes benchmark.{md,json,png} to --output-dir (the JSON after every config and toy run, so an
 interrupted run keeps its rows) and prints the table; progress goes to stderr. See
-projects/evaluation/benchmark.py for what is measured and how.
+projects/benchmark/driver.py for what is measured and how.
 
-Toy accuracy: each config's method is trained from scratch on the bundled toy data by its toy
-config (configs/toy/; which one: TOY_CONFIGS in projects/evaluation/benchmark_toy.py) with
-train_net.py, in <output-dir>/toy/<name>/ (its log streamed here and kept there as
-train_net.log), about 5 min per toy config on 2 CPU cores. Every toy config is trained (those
-no benchmarked config maps to get rows of their own); a finished run of the same config is
-reused unless --toy-retrain.
+The default rows are every registered method's benchmark configs (projects.methods: each
+method's Method.benchmark_configs), Detectron2's Mask R-CNN yardstick first. A config named with
+--configs that a method declares is benchmarked as that method's row.
+
+Toy accuracy: each row's toy config (the one its method declares for it, BenchmarkConfig.toy) is
+trained from scratch on the bundled toy data by the launcher (python -m projects.engine.main,
+what train_net.py runs), in <output-dir>/toy/<name>/ (its log streamed here and kept there as
+train_net.log), about 5 min per toy config on 2 CPU cores. Every method's toy configs are
+trained (those no benchmarked config maps to get rows of their own); a finished run of the same
+config is reused unless --toy-retrain.
 """
 
 import argparse
@@ -26,20 +30,18 @@ import logging
 import os
 import sys
 
-from projects.evaluation.benchmark import (
-    YARDSTICK_CONFIG,
+from projects.benchmark import (
+    PHASES,
     BenchmarkSettings,
-    ConfigSpec,
     ToySettings,
     config_label,
     default_config_specs,
+    markdown_report,
     parse_size,
     run_benchmark,
+    spec_for_config,
 )
-from projects.evaluation.benchmark_report import markdown_report
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PHASES = ("flops", "latency", "mask_head", "train")
+from projects.benchmark.specs import same_config_file
 
 
 def build_parser():
@@ -48,13 +50,14 @@ def build_parser():
         "--configs",
         nargs="+",
         default=None,
-        help="config files (or zoo:<Detectron2 model-zoo path>); default: each method's paper "
-        "config under configs/<Method>/",
+        help="config files (or zoo:<Detectron2 model-zoo path>, or paths under the project's "
+        "configs/); default: every registered method's benchmark configs",
     )
     p.add_argument(
         "--yardstick",
-        default=YARDSTICK_CONFIG,
-        help="config every latency is compared with (measured first); 'none' for no yardstick",
+        default=None,
+        help="config every latency is compared with (measured first); 'none' for no yardstick "
+        "(default: the registered yardstick, Detectron2's Mask R-CNN R50-FPN 3x)",
     )
     p.add_argument(
         "--weights",
@@ -97,8 +100,8 @@ def build_parser():
     p.add_argument(
         "--mask-head-flops",
         action="store_true",
-        help="require the per-box mask-head "
-        "FLOPs (always measured for PointRend's RenderMaskHead)",
+        help="require the per-box mask-head FLOPs (always measured where a registered "
+        "method's head_flops counts the model's mask head)",
     )
     p.add_argument("--skip", nargs="*", default=[], choices=PHASES, help="phases to skip")
     p.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n matmul ceiling")
@@ -137,19 +140,29 @@ def build_parser():
     return p
 
 
+def _matches(spec, name):
+    return name in (spec.path, spec.label) or same_config_file(spec.path, name)
+
+
 def _specs(args):
+    declared = default_config_specs()
     if args.configs:
-        specs = [ConfigSpec(path) for path in args.configs]
+        specs = [spec_for_config(name, declared) for name in args.configs]
     else:
-        specs = default_config_specs(os.path.join(REPO, "configs"), yardstick=False)
-    if args.yardstick.lower() != "none":
-        matches = [s for s in specs if args.yardstick in (s.path, s.label)]
+        specs = [spec for spec in declared]
+    yardstick = args.yardstick
+    if yardstick is None:
+        yardstick = next((s.path for s in declared if s.yardstick), "none")
+    for spec in specs:
+        spec.yardstick = False
+    if yardstick.lower() != "none":
+        matches = [s for s in specs if _matches(s, yardstick)]
         if matches:
-            matches[0].yardstick = True
             specs.remove(matches[0])
-            specs.insert(0, matches[0])
         else:
-            specs.insert(0, ConfigSpec(args.yardstick, yardstick=True))
+            matches = [spec_for_config(yardstick, declared)]
+        matches[0].yardstick = True
+        specs.insert(0, matches[0])
     for item in args.weights:
         key, sep, path = item.partition("=")
         if not sep or not path:
@@ -159,7 +172,8 @@ def _specs(args):
         found = [
             s
             for s in specs
-            if key in (s.path, s.label, os.path.basename(s.path), config_label(key))
+            if key in (s.path, s.label, os.path.basename(s.path), config_label(s.path))
+            or same_config_file(s.path, key)
         ]
         if not found:
             raise SystemExit(
@@ -198,12 +212,7 @@ def main(argv=None):
         matmul_size=args.matmul_size,
         measure=not args.toy_accuracy_only,
         toy=(
-            ToySettings(
-                opts=tuple(args.toy_opts),
-                retrain=args.toy_retrain,
-                toy_dir=os.path.join(REPO, "configs", "toy"),
-                train_net=os.path.join(REPO, "train_net.py"),
-            )
+            ToySettings(opts=tuple(args.toy_opts), retrain=args.toy_retrain)
             if toy_accuracy
             else None
         ),

@@ -19,13 +19,14 @@ __all__ = [
     "TOY_COLUMNS",
     "machine_info",
     "markdown_report",
+    "row_label",
     "table_columns",
     "write_json",
     "write_plot",
 ]
 
 FLOP_CONVENTION = (
-    "FLOPs are fvcore's: 1 multiply-add = 1 FLOP (as in the PointRend paper); the matmul "
+    "FLOPs are fvcore's: 1 multiply-add = 1 FLOP (the papers' convention); the matmul "
     "ceiling is n^3 / t in the same unit (the '2 FLOPs per multiply-add' convention doubles both)"
 )
 
@@ -95,7 +96,9 @@ def _measure_cells(row: dict) -> List[str]:
     head = row.get("mask_head_flops") or {}
     head_cell = "-"
     if head.get("gflops_per_box") is not None:
-        head_cell = f"{head['gflops_per_box']:.3g} @{head['output_side']}"
+        head_cell = f"{head['gflops_per_box']:.3g}"
+        if head.get("output_side") is not None:
+            head_cell += f" @{head['output_side']}"
         conv = head.get("conv_head_same_output")
         if conv:
             head_cell += f" (4-conv: {conv['gflops_per_box']:.3g})"
@@ -130,11 +133,19 @@ def _toy_cells(row: dict) -> List[str]:
     return [label] + [_fmt(toy.get(name), ".2f") for name in metrics]
 
 
+def row_label(row: dict) -> str:
+    """The row's label, marked as the yardstick (unless its label says so already)."""
+    label = row["label"]
+    if row.get("yardstick") and "yardstick" not in label.lower():
+        label += " (yardstick)"
+    return label
+
+
 def _row_cells(row: dict, columns: List[str]) -> List[str]:
     status = (
         "ok" if not row.get("errors") else "; ".join(f"{k}: {v}" for k, v in row["errors"].items())
     )
-    cells = [row["label"] + (" (yardstick)" if row.get("yardstick") else "")]
+    cells = [row_label(row)]
     if MEASURE_COLUMNS[0] in columns:
         cells += _measure_cells(row)
     if TOY_COLUMNS[0] in columns:
@@ -203,8 +214,9 @@ def markdown_report(document: dict) -> str:
     if toy:
         overrides = " ".join(toy["opts"])
         lines.append(
-            "- toy accuracy: each row's method by its toy config (configs/toy/, all with one "
-            "budget; iterations trained shown) trained from scratch by train_net.py on the "
+            "- toy accuracy: each row by the toy config its method declares for it "
+            "(BenchmarkConfig.toy; toy configs share one budget, iterations trained shown) "
+            "trained from scratch by the launcher (python -m projects.engine.main) on the "
             "bundled toy data and evaluated on its val split: COCO box / mask / boundary AP, or "
             "mIoU for semantic segmentation (%); runs and logs in <output-dir>/toy/<name>/"
             + (f"; toy overrides: {overrides}" if overrides else "")
@@ -243,7 +255,7 @@ def write_plot(document: dict, path: str):
             yerr=yerr,
             fmt="s" if row.get("yardstick") else "o",
             capsize=3,
-            label=row["label"] + (" (yardstick)" if row.get("yardstick") else ""),
+            label=row_label(row),
         )
         plotted += 1
     axes.set_xlabel("GFLOPs per image (fvcore, 1 multiply-add = 1 FLOP)")

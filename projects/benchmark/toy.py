@@ -1,17 +1,13 @@
 """Toy accuracy for the benchmark: each method trained and evaluated on the bundled toy data.
 
-Every benchmarked config stands for its method; the method's toy config (``configs/toy/``: a
-CPU-sized model, all toy configs sharing one training budget) is trained and evaluated by
-``train_net.py`` in a subprocess, its log streamed to the progress callback and saved as
+The toy config that stands for a row is the one its method declares for the config
+(``BenchmarkConfig.toy``, see :mod:`projects.methods`; a toy config stands for itself). It is
+trained and evaluated by the launcher (``python -m projects.engine.main``, i.e. ``train_net.py``)
+in a subprocess, its log streamed to the progress callback and saved as
 ``<output>/toy/<name>/train_net.log``. The results are read from the run's ``metrics.json`` (the
 record Detectron2's ``EvalHook`` writes after the last iteration): COCO box / mask / boundary AP,
-or mIoU for semantic segmentation.
-
-Which toy config stands for a config (:func:`toy_config_for`): :data:`TOY_CONFIGS`, by the
-config's method (the folder ``configs/<Method>/``; ``Detectron2`` for ``zoo:`` configs) and task
-(:func:`config_task`, from ``MODEL.META_ARCHITECTURE``); a config under ``configs/toy/`` stands
-for itself. Every toy config (:func:`toy_config_files`) is trained once per benchmark; those no
-benchmarked config maps to get rows of their own.
+or mIoU for semantic segmentation. Every registered method's ``toy_configs`` are trained once per
+benchmark; those no row maps to get rows of their own.
 
 A finished run is reused (not retrained) when its ``toy_accuracy.json`` was written for the same
 full config (the SHA-256 of the merged config, output directory and overrides included).
@@ -30,38 +26,25 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..engine.checkpoint import atomic_write
+from ..methods import registered_methods
+from .specs import toy_config_file, toy_label
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "SEMANTIC_META_ARCHITECTURES",
-    "TOY_CONFIGS",
+    "LAUNCHER_MODULE",
+    "ToyRunError",
     "ToySettings",
-    "config_method",
-    "config_task",
     "read_final_results",
     "run_toy_accuracy",
+    "run_training",
     "summarize_results",
-    "toy_config_files",
-    "toy_config_for",
+    "toy_configs_to_train",
     "train_toy_config",
 ]
 
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ZOO_PREFIX = "zoo:"
-# The toy config (a file of configs/toy/) that stands for a method's configs, by the method's
-# config folder (configs/<Method>/; "Detectron2" for its model zoo, i.e. the yardstick) and task
-# (see config_task). A new method adds its toy config to configs/toy/, its bars to
-# configs/toy/bars.yaml and its entry here, e.g. "BlendMask": {"instance": "blendmask.yaml"}.
-TOY_CONFIGS = {
-    "Detectron2": {"instance": "mask_rcnn.yaml", "semantic": "semantic_fpn.yaml"},
-    "PointRend": {"instance": "pointrend.yaml", "semantic": "pointrend_semseg.yaml"},
-}
-# Meta-architectures whose task is semantic segmentation (evaluated by mIoU); every other one is
-# taken as instance segmentation (box, mask and boundary AP).
-SEMANTIC_META_ARCHITECTURES = ("SemanticSegmentor",)
-TOY_FOLDER = "toy"  # configs/toy/<name>.yaml stands for itself
-NOT_TOY_CONFIGS = ("bars.yaml",)  # YAML files of configs/toy/ that are no configs (nor Base-*)
+# The module the toy runs start (``python -m``): the launcher train_net.py is a script over.
+LAUNCHER_MODULE = "projects.engine.main"
 RESULT_FILE = "toy_accuracy.json"  # written in a run's folder once it has finished
 LOG_FILE = "train_net.log"  # the subprocess's stdout and stderr
 # Summary fields of a row's "toy" entry: (field, task, metric) of Detectron2's evaluation results.
@@ -77,68 +60,21 @@ SUMMARY_METRICS = (
 class ToySettings:
     """How toy configs are trained: ``opts`` (``KEY VALUE`` overrides for every toy run, e.g.
     ``("SOLVER.MAX_ITER", "5")`` for a quick check: this changes the shared budget), whether to
-    ``retrain`` runs that have finished already, where the toy configs and ``train_net.py`` are."""
+    ``retrain`` runs that have finished already, and the ``python`` that runs the launcher."""
 
     opts: Tuple[str, ...] = ()
     retrain: bool = False
-    toy_dir: str = field(default_factory=lambda: os.path.join(_REPO, "configs", TOY_FOLDER))
-    train_net: str = field(default_factory=lambda: os.path.join(_REPO, "train_net.py"))
+    python: str = field(default_factory=lambda: sys.executable)
 
 
 class ToyRunError(RuntimeError):
     """A toy config that could not be trained or evaluated (the message says why)."""
 
 
-# ---------------------------------------------------------------- which toy config
-def config_method(path: str) -> str:
-    """The method a config belongs to: ``configs/PointRend/x.yaml`` -> ``PointRend``,
-    ``zoo:...`` -> ``Detectron2``, ``configs/toy/x.yaml`` -> ``toy``."""
-    if path.startswith(ZOO_PREFIX):
-        return "Detectron2"
-    return os.path.basename(os.path.dirname(os.path.abspath(path)))
-
-
-def config_task(meta_architecture: str) -> str:
-    """``"semantic"`` for :data:`SEMANTIC_META_ARCHITECTURES`, else ``"instance"``."""
-    return "semantic" if meta_architecture in SEMANTIC_META_ARCHITECTURES else "instance"
-
-
-def toy_config_for(path: str, meta_architecture: str, toy_dir: str) -> str:
-    """The toy config that stands for config ``path`` (see :data:`TOY_CONFIGS`).
-
-    Args:
-        path: a config file or ``zoo:<model-zoo path>``.
-        meta_architecture: its ``MODEL.META_ARCHITECTURE`` (gives the task).
-        toy_dir: the folder of the toy configs.
-
-    Raises:
-        LookupError: the method has no toy config for this task, or it names a missing file.
-    """
-    method = config_method(path)
-    if method == TOY_FOLDER and not path.startswith(ZOO_PREFIX):
-        return path
-    task = config_task(meta_architecture)
-    name = TOY_CONFIGS.get(method, {}).get(task)
-    if name is None:
-        raise LookupError(
-            f"no toy config for {method} ({task}, {meta_architecture}): add one to "
-            "projects.evaluation.benchmark_toy.TOY_CONFIGS"
-        )
-    toy = os.path.join(toy_dir, name)
-    if not os.path.isfile(toy):
-        raise LookupError(f"toy config {toy!r} of {method} ({task}) does not exist")
-    return toy
-
-
-def toy_config_files(toy_dir: str) -> List[str]:
-    """Every toy config in ``toy_dir``: its YAML files but ``Base-*`` and :data:`NOT_TOY_CONFIGS`
-    (sorted by name)."""
-    names = sorted(
-        n
-        for n in os.listdir(toy_dir)
-        if n.endswith(".yaml") and not n.startswith("Base") and n not in NOT_TOY_CONFIGS
-    )
-    return [os.path.join(toy_dir, n) for n in names]
+def toy_configs_to_train() -> List[Tuple[str, str]]:
+    """``(method name, toy config name)`` of every registered method's toy configs, in
+    registration order."""
+    return [(m.name, name) for m in registered_methods() for name in m.toy_configs]
 
 
 # ---------------------------------------------------------------- results of a run
@@ -188,25 +124,34 @@ def summarize_results(results: Dict[str, Dict[str, float]]) -> Dict[str, Optiona
     return summary
 
 
-# ---------------------------------------------------------------- running train_net.py
+# ---------------------------------------------------------------- running the launcher
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b")
 
 
-def run_train_net(
-    argv: Sequence[str], log_path: str, echo: Callable[[str], None]
+def _subprocess_env() -> Dict[str, str]:
+    """This environment, with the folder of the ``projects`` package this process imported put
+    first on ``PYTHONPATH``: the launcher runs the same code, installed or not."""
+    import projects
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(projects.__file__)))
+    path = [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(path))
+
+
+def run_training(
+    argv: Sequence[str], log_path: str, echo: Callable[[str], None], python: str = sys.executable
 ) -> Tuple[int, List[str]]:
     """Run ``python <argv>`` in a subprocess, each output line echoed and written to
     ``log_path``; returns its exit code and last output lines. Ctrl-C stops it too."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
     tail: deque = deque(maxlen=40)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, *argv],
+            [python, *argv],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             errors="replace",
-            env=env,
+            env=_subprocess_env(),
         )
         try:
             for line in proc.stdout:
@@ -239,7 +184,7 @@ def _failure_line(lines: Sequence[str]) -> str:
 
 
 def _config_digest(config: str, opts: Sequence[str]) -> str:
-    """SHA-256 of the full config ``train_net.py`` runs with (what its config.yaml holds)."""
+    """SHA-256 of the full config the launcher runs with (what its config.yaml holds)."""
     from ..engine.setup import load_config
 
     return hashlib.sha256(load_config(config, list(opts)).dump().encode("utf-8")).hexdigest()
@@ -251,8 +196,8 @@ def train_toy_config(
     settings: ToySettings,
     echo: Callable[[str], None] = logger.info,
 ) -> dict:
-    """Train and evaluate toy config ``config`` with ``train_net.py`` in ``output_dir`` (or reuse
-    the finished run there, unless ``settings.retrain``).
+    """Train and evaluate toy config file ``config`` with the launcher in ``output_dir`` (or
+    reuse the finished run there, unless ``settings.retrain``).
 
     Returns:
         dict: ``config``, ``output_dir``, ``log``, ``reused``, ``iteration`` (of the evaluation,
@@ -260,7 +205,7 @@ def train_toy_config(
         :func:`summarize_results` and the full ``results``.
 
     Raises:
-        ToyRunError: the config does not load, ``train_net.py`` failed, or no results.
+        ToyRunError: the config does not load, the launcher failed, or no results.
     """
     opts = [*settings.opts, "OUTPUT_DIR", output_dir]
     stamp_path = os.path.join(output_dir, RESULT_FILE)
@@ -284,14 +229,14 @@ def train_toy_config(
     for name in (RESULT_FILE, "metrics.json"):  # metrics.json is appended to, never rewritten
         if os.path.exists(os.path.join(output_dir, name)):
             os.remove(os.path.join(output_dir, name))
-    argv = [settings.train_net, "--config-file", config, *opts]
+    argv = ["-m", LAUNCHER_MODULE, "--config-file", config, *opts]
     echo("python " + " ".join(argv))
     start = time.perf_counter()
-    code, tail = run_train_net(argv, log_path, echo)
+    code, tail = run_training(argv, log_path, echo, settings.python)
     seconds = time.perf_counter() - start
     if code != 0:
         raise ToyRunError(
-            f"train_net.py exited with {code}: {_failure_line(tail)} (log: {log_path})"
+            f"{LAUNCHER_MODULE} exited with {code}: {_failure_line(tail)} (log: {log_path})"
         )
     results, iteration = read_final_results(output_dir)
     done = {"iteration": iteration, "seconds": seconds, **summarize_results(results)}
@@ -304,8 +249,20 @@ def train_toy_config(
 
 # ---------------------------------------------------------------- the benchmark's toy phase
 def _error(e: BaseException) -> str:
-    text = str(e) if isinstance(e, (ToyRunError, LookupError)) else f"{type(e).__name__}: {e}"
-    return text[:500]
+    known = isinstance(e, (ToyRunError, FileNotFoundError))
+    return (str(e) if known else f"{type(e).__name__}: {e}")[:500]
+
+
+def _no_toy_error(row: dict) -> str:
+    if row.get("method"):
+        return (
+            f"no toy config: method {row['method']!r} declares none for {row['config']} "
+            "(BenchmarkConfig.toy)"
+        )
+    return (
+        f"no toy config: {row['config']} is no registered method's benchmark config nor toy "
+        "config (projects.methods)"
+    )
 
 
 def run_toy_accuracy(
@@ -315,45 +272,57 @@ def run_toy_accuracy(
     progress: Callable[[str], None],
     on_update: Callable[[], None] = lambda: None,
 ):
-    """Fill each row's ``toy`` entry (or ``errors["toy"]``): its method's toy config trained and
-    evaluated (see the module docstring), each toy config once, in ``output_dir/toy/<name>/``.
+    """Fill each row's ``toy`` entry (or ``errors["toy"]``): the toy config that stands for it
+    trained and evaluated (see the module docstring), each toy config once, in
+    ``output_dir/toy/<name>/``.
 
     Args:
-        rows: benchmark rows with ``config`` and ``meta_architecture`` (rows without the latter
-            have a config that does not load). A row is appended for each toy config no row
-            maps to (``toy_only``), so that every toy config is trained.
+        rows: benchmark rows with ``config``, ``toy_config`` (the name of the toy config that
+            stands for it, or None) and ``method``. A row is appended for each registered toy
+            config no row maps to (``toy_only``), so that every toy config is trained.
         settings: how to train.
         output_dir: the benchmark's output folder.
         progress: gets progress messages and the subprocess's log lines.
         on_update: called after each toy config (to save the rows).
     """
-    from .benchmark import config_label  # not at import time: benchmark imports this module
+    wanted: Dict[str, Tuple[str, str, List[dict]]] = {}  # real path: (name, file, rows)
+    missing = set()  # toy config names whose file does not exist (their rows say so)
 
-    wanted: Dict[str, Tuple[str, List[dict]]] = {}  # absolute path: (path, rows)
-    for row in rows:
+    def want(name: str, row_list: List[dict]):
         try:
-            if not row.get("meta_architecture"):
-                raise LookupError("the config does not load: no toy config")
-            toy = toy_config_for(row["config"], row["meta_architecture"], settings.toy_dir)
-        except LookupError as e:
-            row.setdefault("errors", {})["toy"] = _error(e)
+            path = toy_config_file(name)
+        except FileNotFoundError as e:
+            missing.add(name)
+            for row in row_list:
+                row.setdefault("errors", {})["toy"] = _error(e)
+            return
+        wanted.setdefault(os.path.realpath(path), (name, path, []))[2].extend(row_list)
+
+    for row in rows:
+        if row.get("toy_config"):
+            want(row["toy_config"], [row])
+        else:
+            row.setdefault("errors", {})["toy"] = _no_toy_error(row)
+    for method, name in toy_configs_to_train():
+        if name in missing:
             continue
-        wanted.setdefault(os.path.abspath(toy), (toy, []))[1].append(row)
-    for toy in toy_config_files(settings.toy_dir):
-        if os.path.abspath(toy) not in wanted:
-            row = {"label": config_label(toy), "config": toy, "yardstick": False}
-            row.update(toy_only=True, errors={})
+        try:
+            known = os.path.realpath(toy_config_file(name)) in wanted
+        except FileNotFoundError:
+            known = False
+        if not known:
+            row = {"label": toy_label(name), "config": name, "yardstick": False}
+            row.update(method=method, toy_config=name, toy_only=True, errors={})
             rows.append(row)
-            wanted[os.path.abspath(toy)] = (toy, [row])
-    for toy, row_list in wanted.values():
+            want(name, [row])
+    for name, path, row_list in wanted.values():
         for row in row_list:
-            row["toy"] = {"config": toy, "label": config_label(toy), "pending": True}
+            row["toy"] = {"config": path, "label": toy_label(name), "pending": True}
     on_update()
     trained_seconds, trained = 0.0, 0
-    for i, (toy, row_list) in enumerate(wanted.values()):
-        name = os.path.splitext(os.path.basename(toy))[0]
-        run_dir = os.path.join(output_dir, "toy", name)
-        label = config_label(toy)
+    for i, (name, path, row_list) in enumerate(wanted.values()):
+        run_dir = os.path.join(output_dir, "toy", os.path.splitext(os.path.basename(name))[0])
+        label = toy_label(name)
         eta = ""
         if trained:
             eta = f", ETA {trained_seconds / trained * (len(wanted) - i):.0f} s if none is reused"
@@ -364,14 +333,14 @@ def run_toy_accuracy(
 
         error = None
         try:
-            entry = train_toy_config(toy, run_dir, settings, echo)
+            entry = train_toy_config(path, run_dir, settings, echo)
             if not entry["reused"]:
                 trained_seconds += entry["seconds"]
                 trained += 1
         except Exception as e:
             if not isinstance(e, ToyRunError):
-                logger.exception("toy run of %s failed", toy)
-            entry = {"config": toy, "output_dir": run_dir, "log": os.path.join(run_dir, LOG_FILE)}
+                logger.exception("toy run of %s failed", path)
+            entry = {"config": path, "output_dir": run_dir, "log": os.path.join(run_dir, LOG_FILE)}
             error = _error(e)
         for row in row_list:
             row["toy"] = {"label": label, **entry}

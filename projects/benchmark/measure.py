@@ -17,7 +17,7 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 from torch.nn import functional as F
 
-from .flops import count_flops
+from ..evaluation.flops import count_flops
 
 logger = logging.getLogger(__name__)
 
@@ -148,9 +148,19 @@ def calibrate_random_norms(model: torch.nn.Module, image: torch.Tensor) -> int:
 
 
 def count_flops_over_images(
-    model: torch.nn.Module, images: Sequence[torch.Tensor], progress: Optional[Progress] = None
+    model: torch.nn.Module,
+    images: Sequence[torch.Tensor],
+    progress: Optional[Progress] = None,
+    handles: Optional[Dict[str, Callable]] = None,
 ) -> Dict[str, object]:
     """fvcore FLOPs of one inference per image.
+
+    Args:
+        model: a Detectron2 model.
+        images: ``(3, H, W)`` images in the model's input format.
+        progress: gets ``("flops", done, total, seconds)`` after each image.
+        handles: fvcore op handles added to the shared ones (see
+            :func:`projects.evaluation.flops.count_flops`).
 
     Returns:
         dict: ``gflops`` (summary of per-image GFLOPs), ``per_image`` (GFLOPs), ``by_operator``
@@ -159,7 +169,7 @@ def count_flops_over_images(
     per_image, by_operator, unsupported = [], {}, {}
     for i, image in enumerate(images):
         start = time.perf_counter()
-        analysis = count_flops(model, image)
+        analysis = count_flops(model, image, extra_handles=handles)
         per_image.append(analysis.total() / 1e9)
         if i == 0:
             by_operator = {k: v / 1e9 for k, v in sorted(analysis.by_operator().items())}
