@@ -160,18 +160,19 @@ _METHODS: Dict[str, Method] = {DETECTRON2.name: DETECTRON2}
 def register_method(method: Method) -> Method:
     """Add ``method`` to the registry (a method package calls this when it is imported).
 
-    Registering an equal declaration again is a no-op (modules may be imported twice, e.g. by
-    ``runpy``); another declaration under a taken name, or a toy config another method declares,
-    raises.
+    The same package registering its method again (a module imported twice, e.g. by ``runpy``)
+    replaces the earlier declaration; another package's declaration under a taken name, or a toy
+    config another method declares, raises.
 
     Raises:
         ValueError: naming the clash.
     """
     known = _METHODS.get(method.name)
-    if known is not None:
-        if known == method:
-            return known
+    if known is not None and known != method and known.package != method.package:
         raise ValueError(f"method {method.name!r} is registered already, differently: {known}")
+    # The same package's declaration again (a module run twice, e.g. by runpy or a reload,
+    # creates new function objects): the newer one replaces it.
+    _METHODS.pop(method.name, None)
     for other in _METHODS.values():
         shared = set(other.toy_configs) & set(method.toy_configs)
         if shared:

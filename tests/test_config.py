@@ -143,14 +143,16 @@ def test_config_files_cover_the_toy_and_paper_configs():
     assert set(POINTREND_FILES) <= set(files) and "configs/toy/bars.yaml" not in files
 
 
-def test_config_owner_by_folder_and_toy_name():
+def test_config_owner_by_folder_and_method_declaration():
     assert config_owner("configs/PointRend/Base-RCNN-FPN.yaml") == "pointrend"
     assert config_owner("configs/BlendMask/R_50_1x.yaml") == "blendmask"
     assert config_owner("configs/toy/pointrend_semseg.yaml") == "pointrend"
-    assert config_owner("configs/toy/yolact.yaml") == "yolact"
     assert config_owner(TOY_INSTANCE) is None
+    assert config_owner("configs/toy/Base-toy-RCNN-FPN.yaml") == "pointrend"  # its heir's owner
     with pytest.raises(LookupError, match="configs/Nope/ names no method"):
         config_owner("configs/Nope/x.yaml")
+    with pytest.raises(LookupError, match="no method declares the toy config 'nope.yaml'"):
+        config_owner("configs/toy/nope.yaml")
 
 
 def _assigning_backbone_multiplier(cfg):

@@ -15,10 +15,12 @@ import glob
 import os
 from typing import Callable, List, Optional, Sequence, Tuple
 
+import yaml
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg as d2_get_cfg
 
 from projects.config import METHOD_CONFIG_ADDERS, add_projects_config, config_items
+from projects.methods import method_of_toy_config, toy_config_names
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(REPO, "configs")
@@ -35,17 +37,30 @@ def config_files(root: str = CONFIGS) -> List[str]:
     return sorted(os.path.relpath(p, REPO) for p in paths if os.path.basename(p) not in NOT_CONFIGS)
 
 
+def _bases(path: str) -> List[str]:
+    """The files ``path`` inherits from through ``_BASE_`` (nearest first), absolute."""
+    out = []
+    while True:
+        with open(path) as f:
+            base = (yaml.safe_load(f) or {}).get("_BASE_")
+        if not base or base.startswith("zoo:"):
+            return out
+        path = os.path.normpath(os.path.join(os.path.dirname(path), base))
+        out.append(path)
+
+
 def config_owner(path: str) -> Optional[str]:
     """The method package a config belongs to, or None for a config of the shared keys only.
 
     ``configs/<Method>/...`` belongs to the package ``<method>`` (the folder name in lower case,
-    ``PointRend`` -> ``pointrend``); ``configs/toy/<package>.yaml`` and
-    ``configs/toy/<package>_*.yaml`` to ``<package>``; the other toy configs (the Mask R-CNN and
-    Semantic FPN yardsticks, their bases) to no method.
+    ``PointRend`` -> ``pointrend``); a toy config to the package of the method that declares it
+    (:func:`projects.methods.method_of_toy_config`; None for Detectron2's yardsticks); a toy
+    ``Base-*`` file to the owner of the toy configs that inherit from it.
 
     Raises:
         LookupError: the file lies in a folder of ``configs/`` that names no method of
-            :data:`projects.config.METHOD_CONFIG_ADDERS`.
+            :data:`projects.config.METHOD_CONFIG_ADDERS`, or is a toy config no method
+            declares.
     """
     packages = [package for package, _ in METHOD_CONFIG_ADDERS]
     folder = os.path.relpath(os.path.join(REPO, path), CONFIGS).split(os.sep)[0]
@@ -56,11 +71,22 @@ def config_owner(path: str) -> Optional[str]:
                 f"METHOD_CONFIG_ADDERS ({', '.join(packages)})"
             )
         return folder.lower()
-    stem = os.path.splitext(os.path.basename(path))[0]
-    for package in packages:
-        if stem == package or stem.startswith(package + "_"):
-            return package
-    return None
+    name = os.path.basename(path)
+    if not name.startswith("Base-"):
+        try:
+            return method_of_toy_config(name).package
+        except KeyError as e:
+            raise LookupError(str(e)) from None
+    owners = {
+        config_owner(os.path.join(os.path.dirname(path), other))
+        for other in toy_config_names()
+        if os.path.abspath(os.path.join(REPO, path))
+        in _bases(os.path.join(CONFIGS, TOY_FOLDER, other))
+    }
+    owners.discard(None)
+    if len(owners) > 1:
+        raise LookupError(f"{path} is the base of toy configs of several methods: {owners}")
+    return owners.pop() if owners else None
 
 
 def merged_config(path: Optional[str], adders: Sequence[Adder]) -> CN:
@@ -120,7 +146,7 @@ def check_adders_keep_config(path: str, adders: Sequence[Adder]) -> None:
     except Exception as e:
         raise AssertionError(
             f"{path} does not merge with the shared keys and {owner or 'no method'}'s adder "
-            f"only: {e} (a method's toy config is configs/toy/<package>[_*].yaml)"
+            f"only: {e} (a method declares its toy configs in its projects.methods.Method)"
         ) from e
     names = ", ".join(name for name, _ in adders)
     for order, sequence in (("in order", list(adders)), ("reversed", list(adders)[::-1])):
