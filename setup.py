@@ -14,6 +14,7 @@ INSTALL_REQUIRES = [
     "detectron2",
     "torch",
     "torchvision",
+    "faster-coco-eval>=1.8",
     "fvcore>=0.1.5,<0.1.6",
     "matplotlib",
     "numpy",

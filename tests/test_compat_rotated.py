@@ -10,7 +10,7 @@ callers: ``detectron2.structures.pairwise_iou_rotated``, ``detectron2.layers.nms
 import math
 from pathlib import Path
 
-import detectron2._C as d2_C
+import detectron2._C as installed_C
 import numpy as np
 import pytest
 import torch
@@ -19,6 +19,10 @@ from detectron2.layers import ROIAlignRotated, batched_nms_rotated
 from detectron2.layers import nms_rotated as d2_nms_rotated
 from detectron2.layers.roi_align_rotated import roi_align_rotated
 from detectron2.structures import RotatedBoxes, pairwise_iou_rotated
+
+# The portable operators, tested through their own module whichever detectron2._C is installed
+# (an official build compiles its own); the tests through detectron2.layers run the installed ones.
+from projects.compat import portable_c
 
 REPO_FILE = (
     Path(__file__).resolve().parent.parent / "projects" / "compat" / "portable_c" / "rotated.py"
@@ -188,11 +192,12 @@ def ref_roi_align_rotated(features, roi, scale, out_h, out_w, ratio):
 
 
 def test_installed_module_is_the_repository_file():
-    installed = Path(d2_C.__file__).resolve().parent / "rotated.py"
+    if not getattr(installed_C, "PORTABLE", False):
+        pytest.skip(f"a compiled detectron2._C is installed ({installed_C.__file__})")
+    installed = Path(installed_C.__file__).resolve().parent / "rotated.py"
     assert (
         installed.read_text() == REPO_FILE.read_text()
     ), f"{installed} differs from {REPO_FILE}: rerun tools/install_detectron2.py"
-    assert getattr(d2_C, "PORTABLE", False)
 
 
 # ----------------------------------------------------------------------------- box_iou_rotated
@@ -201,7 +206,7 @@ def test_installed_module_is_the_repository_file():
 def test_box_iou_rotated_matches_plain_clipping_on_random_boxes():
     gen = torch.Generator().manual_seed(0)
     boxes1, boxes2 = random_boxes(25, gen), random_boxes(20, gen)
-    ious = d2_C.box_iou_rotated(boxes1, boxes2)
+    ious = portable_c.box_iou_rotated(boxes1, boxes2)
     assert ious.shape == (25, 20) and ious.dtype == torch.float32
     expected = torch.tensor([[ref_iou(a, b) for b in boxes2] for a in boxes1])
     assert (expected > 0.05).sum() > 20, "the random boxes should overlap often"
@@ -219,7 +224,7 @@ def test_box_iou_rotated_matches_plain_clipping_on_random_boxes():
     ],
 )
 def test_box_iou_rotated_matches_dense_sampling(box1, box2):
-    value = d2_C.box_iou_rotated(torch.tensor([box1]), torch.tensor([box2]))[0, 0].item()
+    value = portable_c.box_iou_rotated(torch.tensor([box1]), torch.tensor([box2]))[0, 0].item()
     assert value > 0
     assert value == pytest.approx(sampled_iou(box1, box2), abs=0.01)
 
@@ -236,7 +241,7 @@ def test_box_iou_rotated_special_cases():
             [5.0, 3.0, 1.0, 1.0, 17.0],  # inside box 0
         ]
     )
-    ious = d2_C.box_iou_rotated(boxes, boxes)
+    ious = portable_c.box_iou_rotated(boxes, boxes)
     assert torch.isfinite(ious).all()
     torch.testing.assert_close(ious[:3, :3], torch.ones(3, 3), atol=1e-5, rtol=0)
     assert ious[3, 3].item() == pytest.approx(1.0, abs=1e-6)
@@ -260,9 +265,11 @@ def test_box_iou_rotated_axis_aligned_equals_torchvision():
 
     expected = torchvision.ops.box_iou(xyxy(boxes1), xyxy(boxes2))
     assert (expected > 0).any()
-    torch.testing.assert_close(d2_C.box_iou_rotated(boxes1, boxes2), expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(
-        d2_C.box_iou_rotated(boxes1, boxes2_turned), expected, atol=1e-5, rtol=0
+        portable_c.box_iou_rotated(boxes1, boxes2), expected, atol=1e-5, rtol=0
+    )
+    torch.testing.assert_close(
+        portable_c.box_iou_rotated(boxes1, boxes2_turned), expected, atol=1e-5, rtol=0
     )
 
 
@@ -270,13 +277,13 @@ def test_box_iou_rotated_symmetric_empty_and_dtype():
     gen = torch.Generator().manual_seed(2)
     boxes1, boxes2 = random_boxes(12, gen), random_boxes(9, gen)
     torch.testing.assert_close(
-        d2_C.box_iou_rotated(boxes1, boxes2), d2_C.box_iou_rotated(boxes2, boxes1).T
+        portable_c.box_iou_rotated(boxes1, boxes2), portable_c.box_iou_rotated(boxes2, boxes1).T
     )
-    assert d2_C.box_iou_rotated(boxes1[:0], boxes2).shape == (0, 9)
-    assert d2_C.box_iou_rotated(boxes1, boxes2[:0]).shape == (12, 0)
-    assert d2_C.box_iou_rotated(boxes1.double(), boxes2.double()).dtype == torch.float64
+    assert portable_c.box_iou_rotated(boxes1[:0], boxes2).shape == (0, 9)
+    assert portable_c.box_iou_rotated(boxes1, boxes2[:0]).shape == (12, 0)
+    assert portable_c.box_iou_rotated(boxes1.double(), boxes2.double()).dtype == torch.float64
     with pytest.raises(ValueError, match="boxes1"):
-        d2_C.box_iou_rotated(boxes1[:, :4], boxes2)
+        portable_c.box_iou_rotated(boxes1[:, :4], boxes2)
 
 
 def test_pairwise_iou_rotated_through_detectron2_structures():
@@ -304,7 +311,7 @@ def test_nms_rotated_matches_greedy_reference(threshold):
     gen = torch.Generator().manual_seed(4)
     boxes = clustered_boxes(40, gen)
     scores = torch.rand(40, generator=gen)
-    keep = d2_C.nms_rotated(boxes, scores, threshold)
+    keep = portable_c.nms_rotated(boxes, scores, threshold)
     expected = ref_greedy_nms(boxes, scores, threshold)
     assert keep.dtype == torch.int64
     assert 1 < len(expected) < 40
@@ -313,7 +320,7 @@ def test_nms_rotated_matches_greedy_reference(threshold):
 
 
 def test_nms_rotated_empty_and_registered_op():
-    empty = d2_C.nms_rotated(torch.zeros(0, 5), torch.zeros(0), 0.5)
+    empty = portable_c.nms_rotated(torch.zeros(0, 5), torch.zeros(0), 0.5)
     assert empty.shape == (0,) and empty.dtype == torch.int64
     boxes = torch.tensor([[5.0, 5.0, 4.0, 2.0, 0.0], [5.0, 5.0, 2.0, 4.0, 90.0]])
     # Same region: the lower score is dropped; kept indices follow decreasing score.
@@ -351,7 +358,7 @@ def test_roi_align_rotated_angle_zero_equals_torchvision_aligned(sampling_ratio)
             [0, 25.9, 2.0, 2.0, 4.0, 0.0],
         ]
     )
-    out = d2_C.roi_align_rotated_forward(features, rois, 0.5, 3, 4, sampling_ratio)
+    out = portable_c.roi_align_rotated_forward(features, rois, 0.5, 3, 4, sampling_ratio)
     xyxy = torch.cat(
         [rois[:, :1], rois[:, 1:3] - rois[:, 3:5] / 2, rois[:, 1:3] + rois[:, 3:5] / 2], 1
     )
@@ -366,11 +373,11 @@ def test_roi_align_rotated_quarter_turn_is_a_transpose():
     gen = torch.Generator().manual_seed(7)
     features = torch.randn(1, 2, 11, 13, generator=gen)
     roi = torch.tensor([[0, 6.2, 4.7, 5.0, 3.0, 90.0]])
-    out = d2_C.roi_align_rotated_forward(features, roi, 1.0, 3, 4, 2)
+    out = portable_c.roi_align_rotated_forward(features, roi, 1.0, 3, 4, 2)
     # Sample (local_y, local_x) of the turned roi reads the map at (y_c - local_x, x_c + local_y):
     # the unturned roi on the transposed map, mirrored along the pooled width.
     roi_t = torch.tensor([[0, 4.7, 6.2, 5.0, 3.0, 0.0]])
-    out_t = d2_C.roi_align_rotated_forward(features.transpose(2, 3), roi_t, 1.0, 3, 4, 2)
+    out_t = portable_c.roi_align_rotated_forward(features.transpose(2, 3), roi_t, 1.0, 3, 4, 2)
     torch.testing.assert_close(out, out_t.flip(3), atol=1e-5, rtol=1e-5)
     assert not torch.allclose(out, out_t, atol=1e-3)
 
@@ -387,7 +394,7 @@ def test_roi_align_rotated_matches_per_sample_reference(sampling_ratio):
         ],
         dtype=torch.float64,
     )
-    out = d2_C.roi_align_rotated_forward(features, rois, 1.0, 2, 3, sampling_ratio)
+    out = portable_c.roi_align_rotated_forward(features, rois, 1.0, 2, 3, sampling_ratio)
     expected = torch.tensor(
         [ref_roi_align_rotated(features, roi, 1.0, 2, 3, sampling_ratio) for roi in rois],
         dtype=torch.float64,
@@ -402,10 +409,10 @@ def test_roi_align_rotated_backward_is_the_adjoint_of_forward():
         [[0, 4.0, 3.0, 5.0, 4.0, 20.0], [1, 6.0, 5.0, 9.0, 3.0, -110.0], [1, 2, 2, 1.5, 2.5, 0]],
         dtype=torch.float64,
     )
-    out = d2_C.roi_align_rotated_forward(features, rois, 1.0, 3, 3, 0)
+    out = portable_c.roi_align_rotated_forward(features, rois, 1.0, 3, 3, 0)
     grad = torch.randn(out.shape, generator=gen, dtype=torch.float64)
     (expected,) = torch.autograd.grad(out, features, grad)
-    got = d2_C.roi_align_rotated_backward(grad, rois, 1.0, 3, 3, 2, 3, 8, 9, 0)
+    got = portable_c.roi_align_rotated_backward(grad, rois, 1.0, 3, 3, 2, 3, 8, 9, 0)
     assert got.shape == features.shape
     assert expected.abs().sum() > 0
     torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
@@ -431,12 +438,14 @@ def test_roi_align_rotated_gradcheck_through_detectron2_layer():
 def test_roi_align_rotated_rejects_bad_rois():
     features = torch.zeros(1, 1, 4, 4)
     with pytest.raises(ValueError, match="batch indices"):
-        d2_C.roi_align_rotated_forward(features, torch.tensor([[1, 2, 2, 2, 2, 0.0]]), 1.0, 2, 2, 0)
+        portable_c.roi_align_rotated_forward(
+            features, torch.tensor([[1, 2, 2, 2, 2, 0.0]]), 1.0, 2, 2, 0
+        )
     with pytest.raises(ValueError, match="negative size"):
-        d2_C.roi_align_rotated_forward(
+        portable_c.roi_align_rotated_forward(
             features, torch.tensor([[0, 2, 2, -2, 2, 0.0]]), 1.0, 2, 2, 0
         )
-    empty = d2_C.roi_align_rotated_forward(features, torch.zeros(0, 6), 1.0, 2, 2, 0)
+    empty = portable_c.roi_align_rotated_forward(features, torch.zeros(0, 6), 1.0, 2, 2, 0)
     assert empty.shape == (0, 1, 2, 2)
 
 
@@ -457,10 +466,10 @@ def test_chunked_evaluation_gives_the_same_results(monkeypatch):
 
     def run():
         return (
-            d2_C.box_iou_rotated(boxes, boxes),
-            d2_C.nms_rotated(boxes, scores, 0.3),
-            d2_C.roi_align_rotated_forward(features, rois, 0.8, 2, 3, 0),
-            d2_C.roi_align_rotated_backward(grad, rois, 0.8, 2, 3, 2, 3, 10, 11, 0),
+            portable_c.box_iou_rotated(boxes, boxes),
+            portable_c.nms_rotated(boxes, scores, 0.3),
+            portable_c.roi_align_rotated_forward(features, rois, 0.8, 2, 3, 0),
+            portable_c.roi_align_rotated_backward(grad, rois, 0.8, 2, 3, 2, 3, 10, 11, 0),
         )
 
     whole = run()
@@ -471,7 +480,7 @@ def test_chunked_evaluation_gives_the_same_results(monkeypatch):
         ("_GATHER_CHUNK", 20),
         ("_NMS_BLOCK", 4),
     ]:
-        monkeypatch.setattr(d2_C.rotated, name, value)
+        monkeypatch.setattr(portable_c.rotated, name, value)
     chunked = run()
     for a, b in zip(whole, chunked):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)

@@ -25,6 +25,7 @@ def run_python(code):
     return proc.stdout
 
 
+@pytest.mark.integration
 def test_pillow_linear_gap_and_fix():
     out = run_python("""
         import PIL.Image
@@ -39,6 +40,7 @@ def test_pillow_linear_gap_and_fix():
     assert "out (4, 4, 3)" in out
 
 
+@pytest.mark.integration
 def test_numpy_alias_gap_and_fix(tmp_path):
     out = run_python(f"""
         import warnings
@@ -79,9 +81,23 @@ def test_numpy_alias_gap_and_fix(tmp_path):
     assert "mIoU 100.0" in out
 
 
+def _portable_install():
+    """Whether Detectron2 is the portable install, whose ``detectron2/_stack_compat.py`` applies
+    the fixes on a plain ``import detectron2``; an official build gets them from ``import
+    projects``."""
+    from pathlib import Path
+
+    import detectron2
+
+    return (Path(detectron2.__file__).parent / "_stack_compat.py").exists()
+
+
+@pytest.mark.integration
 def test_pkg_resources_gap_and_fix():
     # sys.modules[name] = None makes ``import pkg_resources`` fail, as on setuptools >= 81.
-    out = run_python("""
+    # Detectron2's model_zoo (v0.6 and source builds of 2026) imports pkg_resources.
+    fix = "" if _portable_install() else "import projects"
+    out = run_python(f"""
         import sys
         sys.modules["pkg_resources"] = None
         try:
@@ -89,6 +105,7 @@ def test_pkg_resources_gap_and_fix():
             print("import worked")
         except ImportError:
             print("import blocked")
+        {fix}
         from detectron2 import model_zoo
         path = model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml")
         import os
@@ -99,6 +116,7 @@ def test_pkg_resources_gap_and_fix():
     assert "exists True" in out and "shim True" in out
 
 
+@pytest.mark.integration
 def test_fixes_are_idempotent_and_detect_features():
     out = run_python("""
         from projects.compat import stack
@@ -123,6 +141,7 @@ def test_installed_stack_compat_is_this_repository():
     assert installed.read_bytes() == repo_file.read_bytes(), "re-run `make setup`"
 
 
+@pytest.mark.integration
 def test_detectron2_imports_without_the_project():
     out = run_python("""
         import sys
@@ -133,6 +152,7 @@ def test_detectron2_imports_without_the_project():
     assert "project imported False" in out
 
 
+@pytest.mark.integration
 def test_caffe2_free_flop_count():
     """v0.6's detectron2.utils.analysis needs caffe2; projects.evaluation.flops does not."""
     out = run_python("""
@@ -220,14 +240,15 @@ def _installed_stack_compat_or_skip():
 
     import detectron2
 
-    installed = Path(detectron2.__file__).parent / "_stack_compat.py"
-    if not installed.exists():
+    if not _portable_install():
         pytest.skip("official Detectron2 build: the fixes apply on `import projects` only")
+    installed = Path(detectron2.__file__).parent / "_stack_compat.py"
     repo_file = Path(__file__).resolve().parent.parent / "projects" / "compat" / "stack.py"
     if installed.read_bytes() != repo_file.read_bytes():
         pytest.skip("the installed detectron2/_stack_compat.py is stale: re-run `make setup`")
 
 
+@pytest.mark.integration
 def test_plain_detectron2_import_trains_deform_conv_on_cpu():
     """A script that imports Detectron2 alone: v0.6's Functions refuse the CPU backward (the gap),
     the layers train on CPU tensors and match torchvision, also after a reload of the module."""
@@ -273,6 +294,7 @@ def test_plain_detectron2_import_trains_deform_conv_on_cpu():
     assert "project imported False" in out
 
 
+@pytest.mark.integration
 def test_plain_detectron2_import_crops_polygons_without_shapely():
     _installed_stack_compat_or_skip()
     out = run_python("""
@@ -290,6 +312,7 @@ def test_plain_detectron2_import_crops_polygons_without_shapely():
     assert "project imported False" in out
 
 
+@pytest.mark.integration
 def test_post_import_fixes_apply_on_first_import_and_on_reload_through_one_finder(tmp_path):
     (tmp_path / "stack_probe_module.py").write_text("VALUE = 1\n\n\ndef source_me():\n    pass\n")
     out = run_python(f"""
@@ -369,6 +392,7 @@ def test_deform_conv_routing_only_where_cpu_training_fails():
     assert x.grad is not None
 
 
+@pytest.mark.integration
 def test_fvcore_crop_polygons_gap_and_fix():
     out = run_python("""
         import numpy as np
@@ -387,6 +411,7 @@ def test_fvcore_crop_polygons_gap_and_fix():
     assert "native fails: No module named 'shapely'" in out and "fixed 1" in out
 
 
+@pytest.mark.integration
 def test_crop_fix_stays_out_when_shapely_is_importable():
     out = run_python("""
         import sys, types

@@ -135,6 +135,7 @@ _STAGES = [
 ]
 
 
+@pytest.mark.integration
 def test_sigkill_at_any_moment_then_resume_equals_uninterrupted_run(
     tmp_path, dataset, uninterrupted
 ):

@@ -33,6 +33,7 @@ def _train_worker(cfg_file, json_path, image_dir, out_dir):
     )
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(torch.cuda.is_available(), reason="exercises the CPU (gloo) path")
 def test_two_cpu_processes_train_identical_replicas(tmp_path):
     json_path, image_dir = write_tiny_coco(str(tmp_path / "data"))

@@ -651,6 +651,7 @@ def test_a_declared_toy_config_that_is_missing_and_a_row_without_one_are_error_r
     assert "nosuch_toy.yaml" in rows[2]["errors"]["toy"] and "toy" not in rows[2]
 
 
+@pytest.mark.integration
 def test_toy_run_of_the_launcher_module_for_real_then_reused(tmp_path, monkeypatch):
     """A 2-iteration run of a tiny config through the real ``python -m projects.engine.main``
     subprocess, started from a folder outside the checkout."""

@@ -463,6 +463,7 @@ def _distributed_worker(results, out_dir):
     torch.save(metrics, os.path.join(out_dir, f"rank{rank}.pth"))
 
 
+@pytest.mark.integration
 @needs_faster
 @pytest.mark.skipif(torch.cuda.is_available(), reason="exercises the CPU (gloo) path")
 def test_two_processes_on_faster_coco_eval_gather_to_rank0_like_one_pycocotools_process(

@@ -222,6 +222,7 @@ def test_odd_images_train_infer_and_evaluate(odd_images, tmp_path, config_name):
         assert p["segmentation"]["size"] == sizes[p["image_id"]]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("config_name", TOY_CONFIGS)
 def test_odd_images_through_the_demo(odd_images, tmp_path, config_name):
     cfg = tiny_cfg(config_name, tmp_path).clone()
@@ -268,6 +269,7 @@ def test_demo_scales_16_bit_images_instead_of_clipping(odd_images, tmp_path):
     assert (expected < 200).mean() > 0.5  # the clipped reading would be white almost everywhere
 
 
+@pytest.mark.integration
 def test_zz_odd_image_case_counts():
     """Every odd image reached the end of every toy config's pipeline and of the demo."""
     stages = {(stage, setting) for stage, setting, _ in OUTCOMES}

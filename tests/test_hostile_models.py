@@ -57,7 +57,7 @@ def hostile_models(tmp_path_factory):
     """config name -> (cfg of each mode, model), built once."""
     out = _Models()
     for name in TOY_CONFIGS:
-        root = tmp_path_factory.mktemp(name.replace(".yaml", ""))
+        root = tmp_path_factory.mktemp(os.path.basename(name).replace(".yaml", ""))
         cfgs = {
             mode: tiny_cfg(name, root, "DATALOADER.BAD_ANNOTATIONS", mode)
             for mode in ("filter", "error")

@@ -5,6 +5,8 @@ edited)."""
 import importlib
 import json
 import os
+import re
+import subprocess
 import sys
 
 import pytest
@@ -23,6 +25,7 @@ from tests.helpers.throwaway_method import (
     BENCHMARK_NUM_CLASSES,
     installed_throwaway_method,
 )
+from tests.helpers.throwaway_plugin import PLUGIN_ROOT_PREFIX
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location(
@@ -174,3 +177,64 @@ def test_the_demo_sets_its_score_key(method, tmp_path):
     assert demo.main(argv) == 0
     predictions = json.loads((tmp_path / "pred.json").read_text())
     assert (tmp_path / "out.png").is_file() and len(predictions["annotations"]) >= 1
+
+
+# The shared tests that parametrize over every registered method's toy configs.
+SHARED_CONTRACT_TESTS = (
+    "tests/test_contract.py",
+    "tests/test_hostile_images.py",
+    "tests/test_hostile_models.py",
+)
+
+
+@pytest.mark.integration
+def test_the_shared_contract_and_hostile_tests_run_on_its_toy_config_unedited():
+    """pytest, with the throwaway method installed before collection (a plugin), collects the
+    unedited shared tests with its toy config among their parameters, and they pass on it."""
+    argv = [sys.executable, "-m", "pytest", "-p", "tests.helpers.throwaway_plugin", "-q"]
+    argv += ["-p", "no:cacheprovider", "-o", "addopts=", "-rA", *SHARED_CONTRACT_TESTS]
+    listed = subprocess.run(
+        argv + ["--collect-only"], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert listed.returncode == 0, listed.stdout[-3000:] + listed.stderr[-3000:]
+    ids = [line for line in listed.stdout.splitlines() if "::" in line]
+    ours = [line for line in ids if PLUGIN_ROOT_PREFIX in line]
+    # Every test of test_contract.py that takes a config, and the hostile image / model tests.
+    assert len(ours) >= 7, listed.stdout[-3000:]
+    for test_file in SHARED_CONTRACT_TESTS:
+        assert any(line.startswith(test_file) for line in ours), (test_file, ours)
+
+    run = subprocess.run(
+        argv + ["-k", PLUGIN_ROOT_PREFIX],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-3000:]
+    summary = run.stdout.strip().splitlines()[-1]
+    passed = re.search(r"(\d+) passed", summary)
+    assert passed and int(passed.group(1)) == len(ours), summary
+    assert "failed" not in summary and "error" not in summary and "skipped" not in summary, summary
+
+
+def test_every_method_in_the_repository_has_its_readme_and_the_hub_links_it():
+    """A method's declared README exists (zoo, toy results, parity, BibTeX), and the top README,
+    the hub, links it; the hub stays short (no measurement history)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(repo, "README.md")) as f:
+        hub = f.read()
+    assert (
+        len(hub.splitlines()) <= 170
+    ), "README.md is a hub: move details to docs/ or a method README"
+    for method in registered_methods():
+        if method.package is None or not os.path.isdir(os.path.join(repo, method.package)):
+            continue  # Detectron2's yardsticks, or a method installed from elsewhere
+        assert method.readme, f"method {method.name!r} declares no readme"
+        path = os.path.join(repo, method.readme)
+        assert os.path.isfile(path), f"method {method.name!r}: readme {method.readme!r} is missing"
+        with open(path) as f:
+            text = f.read()
+        for section in ("## Model zoo", "## Toy results", "## Parity", "bibtex"):
+            assert section in text, f"{method.readme}: no {section!r}"
+        assert f"]({method.readme})" in hub, f"README.md does not link {method.readme}"

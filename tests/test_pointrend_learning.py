@@ -3,10 +3,10 @@ the session: instance PointRend reaches the Mask R-CNN yardstick's mask AP and b
 AP; semantic PointRend beats plain Semantic FPN's mIoU, and its refinement beats its own coarse head
 (fwIoU, pixel accuracy).
 
-Two runs of one commit give bit-identical results on the CPU (tests/test_determinism.py), so each
+Two runs of one commit give bit-identical results on one CPU (tests/test_contract.py), so each
 comparison is one fixed outcome per commit and machine. Changes that only reorder floating-point
-sums move the toy results by up to about a point (README, "Measured here"); the margins measured
-when these checks were written are noted beside them.
+sums move the toy results by up to about a point (pointrend/README.md, "Toy results"); the margins
+measured when these checks were written are noted beside them.
 """
 
 import os

@@ -45,6 +45,7 @@ def test_no_disk_space_is_refused(setup_env, tmp_path, capsys):
     assert "GB free under" in err and str(tmp_path) in err
 
 
+@pytest.mark.integration
 def test_interrupted_or_outdated_setup_is_not_complete(setup_env, tmp_path):
     stamp = tmp_path / setup_env.STAMP_NAME
     python = sys.executable  # imports detectron2 and projects: a working environment
@@ -58,6 +59,7 @@ def test_interrupted_or_outdated_setup_is_not_complete(setup_env, tmp_path):
     assert not setup_env.is_complete(stamp, tmp_path / "no-python", "abc")  # env broken since
 
 
+@pytest.mark.integration
 def test_broken_venv_is_recreated(setup_env, tmp_path):
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
