@@ -5,9 +5,10 @@ The operators are exercised through Detectron2 v0.6's own autograd Functions and
 Functions only call ``detectron2._C`` for CUDA tensors (on the CPU, v0.6 runs ``DeformConv``'s
 forward through torchvision and raises in every backward and in ``ModulatedDeformConv``). This
 machine has no GPU, so the ``route_through_c`` fixture makes every tensor report ``is_cuda=True``
-for the duration of a test: v0.6's Functions then take their ``_C`` branch with CPU tensors (the
-portable operators only use ``tensor.device``). The fixture also counts the ``_C`` calls so a test
-cannot pass by bypassing the operators.
+for the duration of a test, and gives the Functions the portable operators as their ``_C`` (the
+installed one may be an official build's compiled module): they then take their ``_C`` branch with
+CPU tensors (the portable operators only use ``tensor.device``). The fixture also counts the
+``_C`` calls so a test cannot pass by bypassing the operators.
 """
 
 import collections

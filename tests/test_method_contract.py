@@ -221,17 +221,16 @@ def test_the_shared_contract_and_hostile_tests_run_on_its_toy_config_unedited():
 def test_every_method_in_the_repository_has_its_readme_and_the_hub_links_it():
     """A method's declared README exists (zoo, toy results, parity, BibTeX), and the top README,
     the hub, links it; the hub stays short (no measurement history)."""
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    with open(os.path.join(repo, "README.md")) as f:
+    with open(os.path.join(REPO, "README.md")) as f:
         hub = f.read()
     assert (
         len(hub.splitlines()) <= 170
     ), "README.md is a hub: move details to docs/ or a method README"
     for method in registered_methods():
-        if method.package is None or not os.path.isdir(os.path.join(repo, method.package)):
+        if method.package is None or not os.path.isdir(os.path.join(REPO, method.package)):
             continue  # Detectron2's yardsticks, or a method installed from elsewhere
         assert method.readme, f"method {method.name!r} declares no readme"
-        path = os.path.join(repo, method.readme)
+        path = os.path.join(REPO, method.readme)
         assert os.path.isfile(path), f"method {method.name!r}: readme {method.readme!r} is missing"
         with open(path) as f:
             text = f.read()
