@@ -46,7 +46,7 @@ test-slow: setup
 
 run: setup
 	$(ENV_PYTHON) train_net.py --config-file $(RUN_CONFIG) OUTPUT_DIR $(RUN_OUTPUT)
-	$(ENV_PYTHON) demo.py --config-file $(RUN_CONFIG) --input $${DETECTRON2_DATASETS:-datasets}/toy/val/images \
+	$(ENV_PYTHON) demo.py --config-file $(RUN_CONFIG) --input $${DETECTRON2_DATASETS:-datasets}/toy_instance/val/images \
 		--output $(RUN_OUTPUT)/demo --max-inputs 8 --opts MODEL.WEIGHTS $(RUN_OUTPUT)/model_final.pth
 
 # The paths and commands are tools/lint.py's, which tests/test_lint.py runs too.

@@ -16,6 +16,7 @@ INSTALL_REQUIRES = [
     "torchvision",
     "faster-coco-eval>=1.8",
     "fvcore>=0.1.5,<0.1.6",
+    "iopath",
     "matplotlib",
     "numpy",
     "opencv-python-headless",

@@ -13,10 +13,11 @@ from projects.config import get_cfg
 from projects.data.annotations import filter_dataset_dicts
 from projects.data.mapper_registry import build_dataset_mapper
 from projects.data.masks import instances_to_sem_seg
+from projects.data.toy import TOY_THING_CLASSES
 from tests.helpers.learning import REPO
 
 IGNORE = 255
-NUM_TOY_CLASSES = 7  # "last" background of the toy data
+NUM_TOY_CLASSES = len(TOY_THING_CLASSES)  # "last" background: the toy instance classes
 MAX_TRIES = 400  # mappings tried per recipe before the search for an emptied crop gives up
 
 

@@ -11,10 +11,12 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from projects.data.toy import (
+    INSTANCE_CONFIG,
     STUFF_CLASSES,
     THING_SHAPES,
     TOY_SEM_SEG_CLASSES,
     ensure_toy_dataset,
+    get_regime,
     register_toy_datasets,
     render_sample,
     toy_paths,
@@ -37,8 +39,14 @@ def small_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def val_samples():
-    """The 60 images of the default validation split, rendered in memory."""
+    """The 60 images of the semantic regime's validation split, rendered in memory."""
     return [render_sample(0, "val", i) for i in range(60)]
+
+
+@pytest.fixture(scope="module")
+def instance_val_samples():
+    """The first 150 images of the instance regime's validation split, rendered in memory."""
+    return [render_sample(0, "val", i, INSTANCE_CONFIG) for i in range(150)]
 
 
 def _all_files(directory):
@@ -167,6 +175,67 @@ def test_content_is_varied_and_hard(val_samples):
     assert all(192 <= v <= 320 for size in sizes for v in size)
 
 
+def test_instance_regime_has_mostly_medium_and_large_objects_of_four_cued_classes(
+    instance_val_samples,
+):
+    """What the instance regime is built for (projects/data/toy/regimes.py): COCO's small, medium
+    and large ranges all populated, most instances medium or large; four classes, each painted in
+    its own hue; occlusion and holes kept."""
+    areas = np.array([inst.mask.sum() for s in instance_val_samples for inst in s.instances])
+    small, large = (areas < 32**2).mean(), (areas >= 96**2).mean()
+    medium = 1.0 - small - large
+    assert 0.05 <= small <= 0.3 and medium >= 0.55 and large >= 0.05, (small, medium, large)
+    categories = [inst.category for s in instance_val_samples for inst in s.instances]
+    assert sorted(set(categories)) == [0, 1, 2, 3]
+    assert min(np.bincount(categories)) >= 0.15 * len(categories)
+    occluded = [
+        inst.mask.sum() < inst.full_area for s in instance_val_samples for inst in s.instances
+    ]
+    assert np.mean(occluded) >= 0.1
+    assert max(len(s.instances) for s in instance_val_samples) == INSTANCE_CONFIG.max_instances
+    assert all(
+        176 <= side <= 224 for s in instance_val_samples for side in s.image.shape[:2]
+    ), "image sides outside the regime's 176-224 px"
+
+
+def test_instance_regime_colours_follow_the_class_hue(instance_val_samples):
+    """Every object's main colour is its class's hue: the median hue of an instance's pixels lies
+    nearer its own class's hue than any other class's (in at least 90 % of instances: noise and
+    the darker second colour move some)."""
+    from matplotlib.colors import rgb_to_hsv
+
+    hits = total = 0
+    hues = np.asarray(INSTANCE_CONFIG.hues)
+    for sample in instance_val_samples:
+        hsv = rgb_to_hsv(sample.image.astype(np.float32) / 255.0)
+        for inst in sample.instances:
+            pixels = hsv[inst.mask]
+            pixels = pixels[(pixels[:, 1] > 0.25) & (pixels[:, 2] > 0.25)]  # hue is defined
+            if len(pixels) < 20:
+                continue
+            angle = np.angle(np.exp(2j * np.pi * pixels[:, 0]).mean()) / (2 * np.pi) % 1.0
+            distance = np.abs((hues - angle + 0.5) % 1.0 - 0.5)
+            hits += int(np.argmin(distance) == inst.category)
+            total += 1
+    assert total >= 100 and hits >= 0.9 * total, (hits, total)
+
+
+def test_regimes_live_in_their_own_directories_with_their_own_stamps(tmp_path):
+    root = str(tmp_path)
+    semantic = ensure_toy_dataset(root, num_train=1, num_val=1, seed=3)
+    instance = ensure_toy_dataset(root, regime="instance", num_train=1, num_val=1, seed=3)
+    assert os.path.basename(semantic) == get_regime("semantic").dirname == "toy"
+    assert os.path.basename(instance) == get_regime("instance").dirname
+    for directory, regime in ((semantic, "semantic"), (instance, "instance")):
+        with open(os.path.join(directory, "VERSION.json")) as f:
+            assert json.load(f)["regime"] == regime
+    with open(toy_paths(instance, "val")["json_file"]) as f:
+        categories = json.load(f)["categories"]
+    assert [c["name"] for c in categories] == list(INSTANCE_CONFIG.classes)
+    with pytest.raises(KeyError, match="panoptic"):
+        ensure_toy_dataset(root, regime="panoptic")
+
+
 def test_thin_and_holed_classes_round_trip_as_polygons():
     ys, xs = np.mgrid[0:40, 0:40]
     radius = np.hypot(ys - 20, xs - 20)
@@ -207,12 +276,12 @@ def test_detectron2_catalog_loads_instances(registered_toy):
     meta = MetadataCatalog.get(f"{registered_toy}_train")
     assert len(dicts) == NUM_TRAIN
     assert meta.evaluator_type == "coco"
-    assert list(meta.thing_classes) == [s.name for s in THING_SHAPES]
+    assert list(meta.thing_classes) == list(INSTANCE_CONFIG.classes)
     annos = [a for d in dicts for a in d["annotations"]]
     assert {type(a["segmentation"]) for a in annos} == {list, dict}
-    assert all(0 <= a["category_id"] < NUM_THINGS for a in annos)
+    assert all(0 <= a["category_id"] < len(INSTANCE_CONFIG.classes) for a in annos)
     first = next(d for d in dicts if d["annotations"])
-    sample = render_sample(SEED, "train", first["image_id"] - 1)
+    sample = render_sample(SEED, "train", first["image_id"] - 1, INSTANCE_CONFIG)
     for anno, inst in zip(first["annotations"], sample.instances):
         assert anno["category_id"] == inst.category
         decoded = decode_segmentation(anno["segmentation"], first["height"], first["width"])
@@ -239,10 +308,11 @@ def test_registration_is_lazy(tmp_path):
         assert sorted(names) == sorted(
             f"toytest_lazy_{s}" for s in ("train", "val", "sem_seg_train", "sem_seg_val")
         )
-        assert not (tmp_path / "toy").exists(), "registration must not generate"
+        assert os.listdir(tmp_path) == [], "registration must not generate"
         assert register_toy_datasets(str(tmp_path), prefix="toytest_lazy") == []
         assert len(DatasetCatalog.get("toytest_lazy_val")) == 1
-        assert (tmp_path / "toy" / "VERSION.json").is_file()
+        assert (tmp_path / get_regime("instance").dirname / "VERSION.json").is_file()
+        assert not (tmp_path / "toy").exists(), "the semantic regime is made when first loaded"
     finally:
         for name in names:
             DatasetCatalog.remove(name)

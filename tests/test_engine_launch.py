@@ -93,7 +93,9 @@ def _toy_cli_worker(argv, out_dir):
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="exercises the CPU (gloo) path")
 def test_toy_config_two_cpu_processes_identical_replicas(tmp_path):
-    """train_net.py --config-file configs/toy/mask_rcnn.yaml --num-gpus 2 SOLVER.MAX_ITER 10"""
+    """train_net.py --config-file configs/toy/mask_rcnn.yaml --num-gpus 2 SOLVER.MAX_ITER 10
+    MODEL.WEIGHTS "" (from scratch: the replicas' agreement does not need the pretrained backbone)
+    """
     argv = [
         "--config-file",
         "configs/toy/mask_rcnn.yaml",
@@ -101,6 +103,8 @@ def test_toy_config_two_cpu_processes_identical_replicas(tmp_path):
         "2",
         "SOLVER.MAX_ITER",
         "10",
+        "MODEL.WEIGHTS",
+        "",
         "DATASETS.TEST",
         "()",
         "OUTPUT_DIR",

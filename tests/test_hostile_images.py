@@ -99,7 +99,7 @@ def odd_images(tmp_path_factory):
             {
                 "id": image_id,
                 "image_id": image_id,
-                "category_id": 1 + image_id % 7,
+                "category_id": 1 + image_id % 4,  # classes every toy instance config has
                 "bbox": [x0, y0, x1 - x0, y1 - y0],
                 "area": (x1 - x0) * (y1 - y0),
                 "iscrowd": 0,
@@ -122,7 +122,7 @@ def odd_images(tmp_path_factory):
                 "image_id": image_id,
             }
         )
-    categories = [{"id": k, "name": f"class_{k}"} for k in range(1, 8)]
+    categories = [{"id": k, "name": f"class_{k}"} for k in range(1, 5)]
     json_file = root / "odd.json"
     json_file.write_text(
         json.dumps({"images": images, "annotations": annotations, "categories": categories})

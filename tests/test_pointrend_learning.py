@@ -1,38 +1,40 @@
-"""PointRend learns on the toy data and beats its baselines at the same budget, each trained in
-the session: instance PointRend reaches the Mask R-CNN yardstick's mask AP and beats its boundary
-AP; semantic PointRend beats plain Semantic FPN's mIoU, and its refinement beats its own coarse head
-(fwIoU, pixel accuracy).
+"""PointRend learns on the toy data and holds its own against its baselines at the same budget,
+each trained in the session: instance PointRend against the Mask R-CNN yardstick (same data,
+schedule, seed and toy-pretrained backbone), semantic PointRend against plain Semantic FPN, and its
+refinement against its own coarse head.
 
-Two runs of one commit give bit-identical results on one CPU (tests/test_contract.py), so each
-comparison is one fixed outcome per commit and machine. Changes that only reorder floating-point
-sums move the toy results by up to about a point (pointrend/README.md, "Toy results"); the margins
-measured when these checks were written are noted beside them.
+Two runs of one commit are bit-identical on one CPU only; on another, floating-point sums reorder
+and the toy results move by about as much as a change of seed. So each comparison with the
+yardstick allows the paired difference's spread measured over seeds (``configs/toy/bars.yaml``:
+the difference may not fall below its mean - 3 SD), never bit-identity.
 """
 
 import os
 
 import pytest
 
-from tests.helpers.learning import assert_losses_fell, bars, evaluate_toy, train_toy
+from tests.helpers.learning import assert_losses_fell, bars, evaluate_toy, memorise, train_toy
 
 
 @pytest.mark.slow
-def test_toy_pointrend_reaches_the_yardstick_mask_ap_and_beats_its_boundary_ap(tmp_path_factory):
-    """Instance PointRend learns, reaches the Mask R-CNN yardstick's mask AP and beats its boundary
-    AP, both trained in this session on the same data, schedule and seed."""
+def test_toy_pointrend_learns_and_holds_its_paired_difference_to_the_yardstick(tmp_path_factory):
+    """Instance PointRend learns past its bar and its mask and boundary AP minus the yardstick's,
+    both trained in this session, stay above the lower ends measured over seeds."""
     root = tmp_path_factory.getbasetemp() / "learning"
     results, output_dir = train_toy("pointrend.yaml", root)
     yardstick, _ = train_toy("mask_rcnn.yaml", root)
-    metrics = os.path.join(output_dir, "metrics.json")
-    # measured: total 3.29 -> 2.60 (x0.79), coarse mask 0.61 -> 0.46 (x0.75), points x0.81
-    assert_losses_fell(metrics, {"total_loss": 0.87, "loss_mask": 0.85, "loss_mask_point": 0.87})
-    assert results["segm"]["AP"] >= bars("pointrend.yaml")["segm_AP"], results["segm"]
-    # measured (PointRend vs yardstick): mask AP 8.18 vs 7.47, boundary AP 6.03 vs 5.02
-    assert results["segm"]["AP"] >= yardstick["segm"]["AP"], (results["segm"], yardstick["segm"])
-    assert results["boundary"]["AP"] > yardstick["boundary"]["AP"], (
-        results["boundary"],
-        yardstick["boundary"],
-    )
+    bar = bars("pointrend.yaml")
+    assert_losses_fell(os.path.join(output_dir, "metrics.json"), bar["loss_factors"])
+    assert results["segm"]["AP"] >= bar["segm_AP"], results["segm"]
+    for task, lowest in bar["minus_yardstick"].items():
+        difference = results[task]["AP"] - yardstick[task]["AP"]
+        assert difference >= lowest, (task, results[task], yardstick[task])
+
+
+@pytest.mark.slow
+def test_toy_pointrend_memorises_a_few_images(tmp_path_factory):
+    results, _ = memorise("pointrend.yaml", tmp_path_factory.getbasetemp() / "learning")
+    assert results["segm"]["AP"] >= bars("pointrend.yaml")["memorise"]["segm_AP"], results["segm"]
 
 
 @pytest.mark.slow

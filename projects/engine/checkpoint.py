@@ -12,6 +12,8 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from fvcore.common.checkpoint import _IncompatibleKeys
 
+from . import toy_pretrained  # noqa: F401  (registers toy-pretrained:// with the PathManager)
+
 logger = logging.getLogger(__name__)
 
 TRUST_HINT = (

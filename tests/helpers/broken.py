@@ -62,10 +62,14 @@ if "BrokenShiftedTargetsMaskHead" not in ROI_MASK_HEAD_REGISTRY:
 
     @META_ARCH_REGISTRY.register()
     class BrokenWrongPasteRCNN(GeneralizedRCNN):
-        @staticmethod
-        def _postprocess(instances, batched_inputs, image_sizes):
+        # GeneralizedRCNN.inference calls GeneralizedRCNN._postprocess by name: override inference
+        def inference(self, batched_inputs, detected_instances=None, do_postprocess=True):
+            results = super().inference(batched_inputs, detected_instances, do_postprocess=False)
+            if not do_postprocess:
+                return results
             processed = []
-            for result, inputs, size in zip(instances, batched_inputs, image_sizes):
+            for result, inputs in zip(results, batched_inputs):
+                size = result.image_size  # the network input's (height, width)
                 height = inputs.get("height", size[0])
                 width = inputs.get("width", size[1])
                 right = detector_postprocess(result, height, width)

@@ -127,8 +127,9 @@ def memorisation_dataset(source, count=MEMORISE_IMAGES):
 
 def memorise(config_name, output_root, *opts):
     """Train ``config_name`` on the :func:`memorisation_dataset` of its training set with the
-    schedule of its ``memorise`` entry in bars.yaml, evaluate on the same images, and return
-    ``(results, output dir)`` (once per session and options)."""
+    schedule of its ``memorise`` entry in bars.yaml (``iterations``, and ``opts`` if any), from the
+    config's own initial weights, evaluate on the same images, and return ``(results, output
+    dir)`` (once per session and options)."""
     spec = bars(config_name)["memorise"]
     from projects.engine.setup import load_config
 
@@ -142,5 +143,6 @@ def memorise(config_name, output_root, *opts):
         "SOLVER.STEPS", f"({int(iterations * 0.8)},)",
         "SOLVER.CHECKPOINT_PERIOD", str(iterations),
         "TEST.EVAL_PERIOD", "0",
+        *[str(v) for v in spec.get("opts", [])],
     ]  # fmt: skip
     return train_toy(config_name, os.path.join(str(output_root), "memorise"), *schedule, *opts)

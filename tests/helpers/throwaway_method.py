@@ -60,7 +60,7 @@ __all__ = [
     "write_throwaway_method",
 ]
 
-TOY_NUM_CLASSES = 7  # the bundled toy data's classes
+TOY_NUM_CLASSES = 4  # the classes of the toy instance regime (toy_train)
 BENCHMARK_NUM_CLASSES = 3  # the "published" config's, unlike any Detectron2 default
 
 

@@ -1,12 +1,16 @@
 """The bundled toy dataset: generated deterministically, written as COCO JSON + PNG, registered
 through Detectron2's COCO loader.
 
-Seven thing classes with curves, thin parts and holes (ring, crescent, star, ellipse, bar, blob,
-dumbbell), textured and colour-varying, occluding each other over an ~9x scale range on textured
-stuff (sky, grass, gravel). See :mod:`.render` for how annotations stay pixel-exact, :mod:`.writer`
-for the on-disk layout and lazy, locked generation, :mod:`.register` for the dataset names.
+Thing classes with curves, thin parts and holes (ring, crescent, star, ellipse, bar, blob,
+dumbbell), textured, occluding each other on textured stuff (sky, grass, gravel), in two regimes
+(:mod:`.regimes`): the instance regime (four classes, medium and large objects, 300 validation
+images) that instance methods are judged on, and the semantic regime (seven classes over an ~9x
+scale range) of the semantic pair. See :mod:`.render` for how annotations stay pixel-exact,
+:mod:`.writer` for the on-disk layout and lazy, locked generation, :mod:`.register` for the
+dataset names.
 """
 
+from .regimes import INSTANCE_CONFIG, REGIMES, SEMANTIC_CONFIG, ToyRegime, get_regime
 from .register import (
     IGNORE_LABEL,
     TOY_SEM_SEG_CLASSES,
@@ -17,28 +21,31 @@ from .render import ToyConfig, ToySample, render_sample
 from .shapes import THING_SHAPES
 from .textures import STUFF_CLASSES
 from .writer import (
-    DEFAULT_NUM_TRAIN,
-    DEFAULT_NUM_VAL,
     GENERATOR_VERSION,
     ensure_toy_dataset,
     generate_toy_dataset,
+    toy_dir_of,
     toy_paths,
 )
 
 __all__ = [
-    "DEFAULT_NUM_TRAIN",
-    "DEFAULT_NUM_VAL",
     "GENERATOR_VERSION",
     "IGNORE_LABEL",
+    "INSTANCE_CONFIG",
+    "REGIMES",
+    "SEMANTIC_CONFIG",
     "STUFF_CLASSES",
     "THING_SHAPES",
     "TOY_SEM_SEG_CLASSES",
     "TOY_THING_CLASSES",
     "ToyConfig",
+    "ToyRegime",
     "ToySample",
     "ensure_toy_dataset",
     "generate_toy_dataset",
+    "get_regime",
     "register_toy_datasets",
     "render_sample",
+    "toy_dir_of",
     "toy_paths",
 ]
