@@ -55,6 +55,22 @@ def test_eval_only_without_weights_errors(tmp_path):
         train_net.main(args)
 
 
+def test_eval_only_with_the_toy_initial_backbone_errors_without_making_it(tmp_path, monkeypatch):
+    """The toy configs' MODEL.WEIGHTS (toy-pretrained://R-18.pkl) is where training starts: an
+    --eval-only without trained weights says so at once instead of pretraining for minutes."""
+    from projects.engine import toy_pretrained
+
+    def no_training(*args):
+        raise AssertionError("--eval-only must not make the toy backbone")
+
+    monkeypatch.setattr(toy_pretrained, "ensure_pretrained", no_training)
+    cfg = tiny_mask_rcnn_cfg(tmp_path / "out", "toy_train", None)
+    cfg.MODEL.WEIGHTS = "toy-pretrained://R-18.pkl"
+    args = _args("--config-file", write_cfg(cfg, tmp_path / "c.yaml"), "--eval-only")
+    with pytest.raises(ValueError, match="needs trained weights: MODEL.WEIGHTS 'toy-pretrained"):
+        train_net.main(args)
+
+
 def test_eval_only_with_wrong_weights_errors(tmp_path):
     cfg_file = write_cfg(
         tiny_mask_rcnn_cfg(tmp_path / "out", "toy_train", None), tmp_path / "c.yaml"

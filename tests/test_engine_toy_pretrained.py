@@ -101,6 +101,8 @@ def test_unknown_name_and_failed_training_are_clear_errors(datasets_root, monkey
         returncode = 3
 
     monkeypatch.setattr(toy_pretrained.subprocess, "run", lambda *a, **k: Failed())
-    with pytest.raises(RuntimeError, match="exit code 3.*log.txt"):
+    with pytest.raises(RuntimeError, match="exit code 3.*log.txt") as error:
         toy_pretrained.ensure_pretrained()
+    kept = [n for n in os.listdir(toy_pretrained.pretrained_dir()) if n.startswith(".train-")]
+    assert len(kept) == 1 and kept[0] in str(error.value), "the failed run's folder is kept"
     assert not os.path.exists(os.path.join(toy_pretrained.pretrained_dir(), "R-18.pkl"))

@@ -9,8 +9,8 @@ What is registered where:
   ``.../coco/train2017``; also ``coco_2017_train_panoptic`` and
   ``coco_2017_train_panoptic_stuffonly`` (semantic stuff). Nothing here changes them.
 * **The toy set** (``toy_train``, ``toy_val``, ``toy_sem_seg_train``, ``toy_sem_seg_val``):
-  :func:`register_all_datasets` registers it under ``$DETECTRON2_DATASETS/toy``; it is generated on
-  first load.
+  :func:`register_all_datasets` registers it under ``$DETECTRON2_DATASETS/toy_instance`` (instances)
+  and ``$DETECTRON2_DATASETS/toy`` (semantic); each is generated on first load.
 * **Your own COCO-format set**, either in Python::
 
       from projects.data.datasets import register_coco_dataset

@@ -12,7 +12,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from fvcore.common.checkpoint import _IncompatibleKeys
 
-from . import toy_pretrained  # noqa: F401  (registers toy-pretrained:// with the PathManager)
+from . import toy_pretrained  # also registers toy-pretrained:// with the PathManager
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,14 @@ class ProjectCheckpointer(DetectionCheckpointer):
             local = path if os.path.isfile(path) else self.path_manager.get_local_path(path)
             if not os.path.isfile(local):
                 raise FileNotFoundError(f"Checkpoint file {path!r} does not exist")
-        return super().load(path, *args, **kwargs)
+        loaded = super().load(path, *args, **kwargs)
+        if toy_pretrained.is_toy_pretrained(path) and isinstance(
+            self.model, torch.nn.parallel.DistributedDataParallel
+        ):
+            # made on each machine: replicas on machines without a shared filesystem hold
+            # different weights; take rank 0's, as DDP's construction does
+            self.model._sync_params_and_buffers()
+        return loaded
 
     def _load_file(self, filename):
         if filename.endswith(".pyth"):
@@ -281,10 +288,12 @@ def load_weights_for_evaluation(cfg, model, resume=False):
         path = checkpointer.get_checkpoint_file()
     else:
         path = cfg.MODEL.WEIGHTS
-    if not path:
+    if not path or toy_pretrained.is_toy_pretrained(path):
+        what = f"MODEL.WEIGHTS {path!r} is the initial backbone of training" if path else ""
         raise ValueError(
-            "--eval-only needs trained weights: pass MODEL.WEIGHTS /path/to/model.pth (or --resume "
-            "with a last_checkpoint in OUTPUT_DIR); refusing to evaluate random weights"
+            f"--eval-only needs trained weights{': ' + what if what else ''}: pass MODEL.WEIGHTS "
+            "/path/to/model.pth (or --resume with a last_checkpoint in OUTPUT_DIR); refusing to "
+            "evaluate random weights"
         )
     checkpointer.load(path, checkpointables=[])
     incompatible = checkpointer.last_incompatible or _IncompatibleKeys([], [], [])

@@ -12,9 +12,10 @@ recipe (``configs/toy/mask_rcnn.yaml`` with :data:`RECIPE_OPTS`) trains in a sub
 distributed worker that resolves the path does not train inside its process group), and its
 ``backbone.*`` weights are written as a Detectron2 model-zoo pickle with matching heuristics on, so
 that any meta-architecture built on Detectron2's ResNet (and FPN) loads them by name, as it would
-ImageNet's. The file lives under ``$DETECTRON2_DATASETS/toy_instance/pretrained/``, next to a stamp
-of the recipe (the resolved config's hash and the generator version): a changed recipe or dataset
-is retrained, concurrent processes wait on a file lock, and the file is replaced atomically.
+ImageNet's. The file lives under ``$DETECTRON2_DATASETS/toy_pretrained/``, next to a stamp of what
+it was made from (the resolved recipe config's hash, the generator version and the instance
+regime's knobs and counts): a changed recipe or dataset is retrained, concurrent processes wait on a
+file lock, and the file is replaced atomically (its old stamp removed first).
 
 ``python -m projects.engine.toy_pretrained`` makes (or finds) the weights and prints their path.
 """
@@ -62,24 +63,27 @@ def _recipe_config(output_dir):
 
 
 def recipe_stamp():
-    """What the weights depend on: the recipe's resolved config (its hash) and the toy data's
-    generator version."""
+    """What the weights depend on: the recipe's resolved config (its hash), the toy data's
+    generator version and the instance regime it trains on (knobs and image counts)."""
+    from projects.data.toy.regimes import get_regime
     from projects.data.toy.writer import GENERATOR_VERSION
 
     dump = _recipe_config("").dump()
     return {
         "generator_version": GENERATOR_VERSION,
+        "regime_sha1": hashlib.sha1(repr(get_regime("instance")).encode()).hexdigest(),
         "recipe": RECIPE_CONFIG,
         "config_sha1": hashlib.sha1(dump.encode()).hexdigest(),
     }
 
 
 def pretrained_dir(root=None):
-    """``<datasets root>/toy_instance/pretrained``."""
-    from projects.data.toy.writer import default_root, toy_dir_of
+    """``<datasets root>/toy_pretrained`` (beside the datasets, which are replaced as a whole when
+    regenerated)."""
+    from projects.data.toy.writer import default_root
 
     root = os.path.abspath(os.path.expanduser(root)) if root else default_root()
-    return os.path.join(toy_dir_of(root, "instance"), "pretrained")
+    return os.path.join(root, "toy_pretrained")
 
 
 def backbone_weights(state_dict):
@@ -152,6 +156,8 @@ def _train(path, root, stamp):
                 f"{os.path.join(work, 'log.txt')}"
             )
         made = os.path.join(work, "backbone.pkl")
+        if os.path.exists(path + STAMP_SUFFIX):  # never a new file beside the old stamp
+            os.remove(path + STAMP_SUFFIX)
         os.replace(made, path)
         with open(path + STAMP_SUFFIX + ".tmp", "w") as f:
             json.dump(stamp, f, indent=1, sort_keys=True)
@@ -200,6 +206,11 @@ class ToyPretrainedHandler(PathHandler):
 
     def _open(self, path, mode="r", **kwargs):
         return PathManager.open(self._get_local_path(path), mode, **kwargs)
+
+
+def is_toy_pretrained(path):
+    """Whether ``path`` names toy-pretrained initial weights (not a trained model)."""
+    return str(path).startswith(PREFIX)
 
 
 def register_handler():

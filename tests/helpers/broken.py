@@ -72,15 +72,18 @@ if "BrokenShiftedTargetsMaskHead" not in ROI_MASK_HEAD_REGISTRY:
                 size = result.image_size  # the network input's (height, width)
                 height = inputs.get("height", size[0])
                 width = inputs.get("width", size[1])
-                right = detector_postprocess(result, height, width)
-                moved = result[:]  # a copy of the fields
-                box = moved.pred_boxes.tensor.clone()
+                box = result.pred_boxes.tensor.clone()
                 # towards the image's centre, so that the moved box stays in the image
                 centre = torch.tensor([size[1], size[0]], dtype=box.dtype, device=box.device)
                 side = torch.where((box[:, :2] + box[:, 2:]) < centre, 1.0, -1.0)
                 offset = (box[:, 2:] - box[:, :2]) * side * PASTE_OFFSET
+                # detector_postprocess scales the boxes in place: each call gets its own
+                right, moved = result[:], result[:]
+                right.pred_boxes = Boxes(box)
                 moved.pred_boxes = Boxes(box + offset.repeat(1, 2))
+                right = detector_postprocess(right, height, width)
                 wrong = detector_postprocess(moved, height, width)
+                assert len(wrong) == len(right), "a moved box became empty"
                 right.pred_masks = wrong.pred_masks
                 processed.append({"instances": right})
             return processed

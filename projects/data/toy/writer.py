@@ -198,7 +198,8 @@ def ensure_toy_dataset(
     counts.
 
     Safe to call from several processes at once: one generates, the others wait on a lock file
-    (``<root>/.toy.lock``) and then find the finished dataset. An outdated dataset is replaced.
+    (``<root>/.<dirname>.lock``) and then find the finished dataset. An outdated dataset is
+    replaced.
 
     Args:
         root (str): datasets root; default ``$DETECTRON2_DATASETS`` or ``./datasets``.
