@@ -12,10 +12,11 @@ Detectron2's registries under a name of its own and chosen with config options
 """
 
 import torch
+from detectron2.layers.mask_ops import paste_masks_in_image
 from detectron2.modeling import META_ARCH_REGISTRY, ROI_MASK_HEAD_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.modeling.roi_heads import MaskRCNNConvUpsampleHead
-from detectron2.structures import BitMasks, Boxes
+from detectron2.structures import BitMasks, Boxes, Instances
 
 SHIFT = 4  # pixels, at the network's input scale
 PASTE_OFFSET = 0.25  # of the box's width / height
@@ -72,19 +73,21 @@ if "BrokenShiftedTargetsMaskHead" not in ROI_MASK_HEAD_REGISTRY:
                 size = result.image_size  # the network input's (height, width)
                 height = inputs.get("height", size[0])
                 width = inputs.get("width", size[1])
-                box = result.pred_boxes.tensor.clone()
+                masks = result.pred_masks  # (N, 1, M, M) per-box mask probabilities
+                boxes_only = Instances(size, **result.get_fields())
+                boxes_only.remove("pred_masks")
+                boxes_only.index = torch.arange(len(result), device=masks.device)
+                right = detector_postprocess(boxes_only, height, width)  # scaled, clipped, kept
+                box = right.pred_boxes.tensor
                 # towards the image's centre, so that the moved box stays in the image
-                centre = torch.tensor([size[1], size[0]], dtype=box.dtype, device=box.device)
+                centre = torch.tensor([width, height], dtype=box.dtype, device=box.device)
                 side = torch.where((box[:, :2] + box[:, 2:]) < centre, 1.0, -1.0)
                 offset = (box[:, 2:] - box[:, :2]) * side * PASTE_OFFSET
-                # detector_postprocess scales the boxes in place: each call gets its own
-                right, moved = result[:], result[:]
-                right.pred_boxes = Boxes(box)
-                moved.pred_boxes = Boxes(box + offset.repeat(1, 2))
-                right = detector_postprocess(right, height, width)
-                wrong = detector_postprocess(moved, height, width)
-                assert len(wrong) == len(right), "a moved box became empty"
-                right.pred_masks = wrong.pred_masks
+                moved = Boxes(box + offset.repeat(1, 2))
+                right.pred_masks = paste_masks_in_image(
+                    masks[right.index, 0], moved, (height, width), threshold=0.5
+                )
+                right.remove("index")
                 processed.append({"instances": right})
             return processed
 
