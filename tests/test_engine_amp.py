@@ -258,6 +258,7 @@ def test_exact_resume_under_amp_on_cpu_gives_identical_losses(tmp_path, tiny_coc
     # so a resume that forgot the scaler's state would start again from the initial scale.
     inf_grad_at = {1} if dtype == "float16" else set()
     cfg = _amp_cfg(tmp_path / "straight", tiny_coco, dtype=dtype)
+    cfg.SOLVER.BASE_LR = 0.001  # what is checked is the resume: no divergence in six steps
     straight = _build(cfg)
     _poison(straight, inf_grad_at=inf_grad_at)
     straight.train()
