@@ -118,7 +118,7 @@ def ensure_pretrained(name="R-18.pkl", root=None):
         raise FileNotFoundError(
             f"{PREFIX}{name}: unknown toy-pretrained weights; known: {list(KNOWN_FILES)}"
         )
-    from projects.data.toy.writer import _file_lock
+    from projects.data.toy.writer import file_lock
 
     directory = pretrained_dir(root)
     path = os.path.join(directory, name)
@@ -126,7 +126,7 @@ def ensure_pretrained(name="R-18.pkl", root=None):
     if os.path.isfile(path) and _stamp_matches(path, expected):
         return path
     os.makedirs(directory, exist_ok=True)
-    with _file_lock(os.path.join(directory, ".lock")):
+    with file_lock(os.path.join(directory, ".lock")):
         if os.path.isfile(path) and _stamp_matches(path, expected):
             return path
         _train(path, root, expected)

@@ -175,7 +175,7 @@ def generate_toy_dataset(toy_dir, *, num_train, num_val, seed=0, config=None, re
 
 
 @contextlib.contextmanager
-def _file_lock(path):
+def file_lock(path):
     """Exclusive advisory lock on ``path`` (no-op where ``fcntl`` is unavailable)."""
     try:
         import fcntl
@@ -219,7 +219,7 @@ def ensure_toy_dataset(
     if _stamp_matches(toy_dir, expected):
         return toy_dir
     os.makedirs(root, exist_ok=True)
-    with _file_lock(os.path.join(root, f".{spec.dirname}.lock")):
+    with file_lock(os.path.join(root, f".{spec.dirname}.lock")):
         if _stamp_matches(toy_dir, expected):
             return toy_dir
         if os.path.exists(toy_dir):
