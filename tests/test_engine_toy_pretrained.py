@@ -93,6 +93,21 @@ def test_the_stamp_follows_the_recipe(monkeypatch):
     assert toy_pretrained.recipe_stamp()["config_sha1"] != before["config_sha1"]
 
 
+def test_a_method_package_s_keys_leave_the_stamp_alone(monkeypatch):
+    """A method landing adds config keys the recipe never reads: the cached weights stay valid."""
+    import projects.config as config
+
+    before = toy_pretrained.recipe_stamp()
+
+    def add_keys(cfg):
+        config.add_missing_keys(cfg, {"MODEL.SOME_NEW_METHOD.WIDTH": 7})
+
+    landed = config.method_config_adders()
+    monkeypatch.setattr(config, "method_config_adders", lambda: landed + [("new", add_keys)])
+    assert "SOME_NEW_METHOD" in toy_pretrained._recipe_config("").MODEL
+    assert toy_pretrained.recipe_stamp() == before
+
+
 def test_unknown_name_and_failed_training_are_clear_errors(datasets_root, monkeypatch):
     with pytest.raises(FileNotFoundError, match="R-50.pkl.*R-18.pkl"):
         PathManager.get_local_path("toy-pretrained://R-50.pkl")

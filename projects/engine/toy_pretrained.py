@@ -64,11 +64,20 @@ def _recipe_config(output_dir):
 
 def recipe_stamp():
     """What the weights depend on: the recipe's resolved config (its hash), the toy data's
-    generator version and the instance regime it trains on (knobs and image counts)."""
+    generator version and the instance regime it trains on (knobs and image counts).
+
+    The config hash covers Detectron2's keys and the shared ones (``projects``), not the keys a
+    method package adds: a method landing does not change the recipe, so it keeps the cache.
+    """
+    from detectron2.config import get_cfg as detectron2_cfg
+
+    from projects.config import add_projects_config, config_items
     from projects.data.toy.regimes import get_regime
     from projects.data.toy.writer import GENERATOR_VERSION
 
-    dump = _recipe_config("").dump()
+    shared = {key for key, _ in config_items(add_projects_config(detectron2_cfg()))}
+    items = [(k, v) for k, v in config_items(_recipe_config("")) if k in shared]
+    dump = repr(items)
     return {
         "generator_version": GENERATOR_VERSION,
         "regime_sha1": hashlib.sha1(repr(get_regime("instance")).encode()).hexdigest(),
