@@ -199,10 +199,16 @@ def test_pointrend_keys_are_added():
 
 
 def test_empty_method_folder_is_skipped(tmp_path, monkeypatch):
-    (tmp_path / "blendmask").mkdir()  # no __init__.py: a namespace package, not a method
+    # a method of the list whose folder exists without __init__.py (a namespace package)
+    import projects.config as config
+
+    adders = config.METHOD_CONFIG_ADDERS + (("notyetmask", "add_notyetmask_config"),)
+    monkeypatch.setattr(config, "METHOD_CONFIG_ADDERS", adders)
+    (tmp_path / "notyetmask").mkdir()
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "blendmask", raising=False)
+    monkeypatch.delitem(sys.modules, "notyetmask", raising=False)
 
     cfg = add_all_configs(d2_get_cfg())
-    assert "BLENDMASK" not in cfg.MODEL
-    assert "blendmask" not in dict(method_config_adders())
+    assert "NOTYETMASK" not in cfg.MODEL
+    assert "notyetmask" not in dict(method_config_adders())
+    assert "pointrend" in dict(method_config_adders())

@@ -13,22 +13,23 @@ import os
 
 import pytest
 
-from tests.helpers.learning import assert_losses_fell, bars, evaluate_toy, memorise, train_toy
+from tests.helpers.learning import (
+    assert_learns_and_holds_to_the_yardstick,
+    assert_losses_fell,
+    bars,
+    evaluate_toy,
+    memorise,
+    train_toy,
+)
 
 
 @pytest.mark.slow
 def test_toy_pointrend_learns_and_holds_its_paired_difference_to_the_yardstick(tmp_path_factory):
     """Instance PointRend learns past its bar and its mask and boundary AP minus the yardstick's,
     both trained in this session, stay above the lower ends measured over seeds."""
-    root = tmp_path_factory.getbasetemp() / "learning"
-    results, output_dir = train_toy("pointrend.yaml", root)
-    yardstick, _ = train_toy("mask_rcnn.yaml", root)
-    bar = bars("pointrend.yaml")
-    assert_losses_fell(os.path.join(output_dir, "metrics.json"), bar["loss_factors"])
-    assert results["segm"]["AP"] >= bar["segm_AP"], results["segm"]
-    for task, lowest in bar["minus_yardstick"].items():
-        difference = results[task]["AP"] - yardstick[task]["AP"]
-        assert difference >= lowest, (task, results[task], yardstick[task])
+    assert_learns_and_holds_to_the_yardstick(
+        "pointrend.yaml", tmp_path_factory.getbasetemp() / "learning"
+    )
 
 
 @pytest.mark.slow

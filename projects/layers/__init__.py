@@ -1,5 +1,7 @@
-"""Pieces two or more methods share (point sampling for PointRend, FastInst, ...)."""
+"""Pieces two or more methods share (point sampling for PointRend, FastInst, ...; the
+self-offset deformable conv of FCOS's towers)."""
 
+from .deformable import OffsetDeformConv2d
 from .point_sampling import (
     bilinear_sample_rows,
     point_sample,
@@ -9,6 +11,7 @@ from .point_sampling import (
 )
 
 __all__ = [
+    "OffsetDeformConv2d",
     "bilinear_sample_rows",
     "point_sample",
     "regular_grid_point_coords",

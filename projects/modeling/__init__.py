@@ -6,7 +6,10 @@
   Detectron2's ``detector_postprocess``.
 * :mod:`.backbone`: ResNet / ResNet-FPN with a deformable conv every ``DEFORM_INTERVAL``-th block
   (registered in ``BACKBONE_REGISTRY`` on import);
-* :mod:`.config`: :func:`add_modeling_config` (``MODEL.RESNETS.DEFORM_INTERVAL``).
+* :mod:`.fcos`: the FCOS detector (``PROPOSAL_GENERATOR_REGISTRY`` entry ``"FCOS"``), which
+  one-stage methods (BlendMask) build on;
+* :mod:`.config`: :func:`add_modeling_config` (``MODEL.RESNETS.DEFORM_INTERVAL``,
+  ``MODEL.FCOS.*``).
 """
 
 from .backbone import (
@@ -15,6 +18,7 @@ from .backbone import (
     deformable_block_flags,
 )
 from .config import add_modeling_config
+from .fcos import FCOS, FCOSPositives, FCOSTrainingOutputs
 from .postprocessing import (
     CHUNK_ELEMENTS,
     default_chunk_size,
@@ -25,6 +29,9 @@ from .postprocessing import (
 )
 
 __all__ = [
+    "FCOS",
+    "FCOSPositives",
+    "FCOSTrainingOutputs",
     "CHUNK_ELEMENTS",
     "add_modeling_config",
     "build_resnet_deform_interval_backbone",

@@ -103,6 +103,31 @@ def assert_losses_fell(metrics_file, factors):
         assert end < factor * start, f"{key}: {start:.3f} -> {end:.3f}"
 
 
+YARDSTICK = "mask_rcnn.yaml"
+
+
+def assert_learns_and_holds_to_the_yardstick(config_name, output_root):
+    """Train ``config_name`` and the yardstick (each once per session) and check what the config's
+    bars ask for: its losses fell (``loss_factors``), its ``segm_AP`` (and ``bbox_AP``, if set)
+    reached the bar, and each ``minus_yardstick`` paired difference (its AP minus the yardstick's,
+    per task) stayed above its measured lower end.
+
+    Returns:
+        ``(results, yardstick results)``.
+    """
+    results, output_dir = train_toy(config_name, output_root)
+    yardstick, _ = train_toy(YARDSTICK, output_root)
+    bar = bars(config_name)
+    assert_losses_fell(os.path.join(output_dir, "metrics.json"), bar["loss_factors"])
+    assert results["segm"]["AP"] >= bar["segm_AP"], results["segm"]
+    if "bbox_AP" in bar:
+        assert results["bbox"]["AP"] >= bar["bbox_AP"], results["bbox"]
+    for task, lowest in bar["minus_yardstick"].items():
+        difference = results[task]["AP"] - yardstick[task]["AP"]
+        assert difference >= lowest, (task, difference, results[task], yardstick[task])
+    return results, yardstick
+
+
 # ------------------------------------------------------------------------------ memorisation
 MEMORISE_IMAGES = 4
 
