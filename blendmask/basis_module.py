@@ -33,11 +33,14 @@ def build_basis_module(cfg, input_shape: Dict[str, ShapeSpec]) -> nn.Module:
 
 
 def _conv_norm_relu(in_channels: int, out_channels: int, norm: str) -> nn.Module:
-    """3x3 conv (bias only without norm), norm, ReLU; kaiming-uniform (a = 1) weights."""
-    conv = Conv2d(in_channels, out_channels, 3, stride=1, padding=1, bias=not norm)
+    """3x3 conv without bias, norm (none for ``""``), ReLU; kaiming-uniform (a = 1) weights.
+
+    No bias with ``norm ""`` either: AdelaiDet gives its convs a bias only for a norm of None,
+    which a config cannot hold, so its checkpoints trained without norm have none.
+    """
+    conv = Conv2d(in_channels, out_channels, 3, stride=1, padding=1, bias=False)
     nn.init.kaiming_uniform_(conv.weight, a=1)
     if not norm:
-        nn.init.constant_(conv.bias, 0.0)
         return nn.Sequential(conv, nn.ReLU(inplace=True))
     return nn.Sequential(conv, get_norm(norm, out_channels), nn.ReLU(inplace=True))
 
@@ -74,7 +77,7 @@ class ProtoNet(nn.Module):
             num_bases: K.
             convs_dim: D.
             num_convs: convs of the tower before the upsampling.
-            norm: ``get_norm`` name of the convs ("" for none).
+            norm: ``get_norm`` name of the convs (``""``: none, and no bias either).
             loss_on: build the semantic head and its loss.
             num_classes: thing classes (the head predicts ``num_classes + 1``).
             common_stride: stride of the semantic logits (targets are subsampled to it).

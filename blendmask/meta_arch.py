@@ -22,6 +22,31 @@ from .blender import Blender
 __all__ = ["BlendMask"]
 
 
+def _check_config(cfg):
+    """Errors naming the keys of a config BlendMask cannot train as asked."""
+    if cfg.MODEL.FCOS.BOX_QUALITY != "ctrness":
+        raise ValueError(
+            f"BlendMask needs MODEL.FCOS.BOX_QUALITY 'ctrness' (its mask loss is weighted by the "
+            f"centerness targets), got {cfg.MODEL.FCOS.BOX_QUALITY!r}"
+        )
+    basis = cfg.MODEL.BASIS_MODULE
+    if not basis.LOSS_ON:
+        return
+    if basis.NUM_CLASSES != cfg.MODEL.FCOS.NUM_CLASSES:
+        raise ValueError(
+            f"MODEL.BASIS_MODULE.NUM_CLASSES ({basis.NUM_CLASSES}) must equal "
+            f"MODEL.FCOS.NUM_CLASSES ({cfg.MODEL.FCOS.NUM_CLASSES}): the semantic head predicts "
+            f"the same thing classes"
+        )
+    sem = cfg.INPUT.INSTANCE_SEM_SEG
+    if not sem.ENABLED or sem.BACKGROUND != "zero":
+        raise ValueError(
+            "MODEL.BASIS_MODULE.LOSS_ON trains on semantic targets derived from the masks with "
+            "background 0: set INPUT.INSTANCE_SEM_SEG.ENABLED True and "
+            f"INPUT.INSTANCE_SEM_SEG.BACKGROUND 'zero' (got {sem.ENABLED!r}, {sem.BACKGROUND!r})"
+        )
+
+
 @META_ARCH_REGISTRY.register()
 class BlendMask(nn.Module):
     """BlendMask: ``forward(batched_inputs)`` returns the losses in training (``loss_fcos_cls``,
@@ -81,6 +106,7 @@ class BlendMask(nn.Module):
                 f"BlendMask needs MODEL.PROPOSAL_GENERATOR.NAME 'FCOS', got "
                 f"{cfg.MODEL.PROPOSAL_GENERATOR.NAME!r}"
             )
+        _check_config(cfg)
         backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
         attn_len = cfg.MODEL.BASIS_MODULE.NUM_BASES * cfg.MODEL.BLENDMASK.ATTN_SIZE**2

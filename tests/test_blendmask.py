@@ -170,6 +170,21 @@ def test_config_adder_adds_only_missing_keys():
     assert cfg.MODEL.BLENDMASK.ATTN_SIZE == 7 and cfg.MODEL.BASIS_MODULE.NUM_BASES == 4
 
 
+@pytest.mark.parametrize(
+    "opts, key",
+    [
+        (["MODEL.BASIS_MODULE.NUM_CLASSES", "5"], "MODEL.BASIS_MODULE.NUM_CLASSES"),
+        (["INPUT.INSTANCE_SEM_SEG.BACKGROUND", "last"], "INPUT.INSTANCE_SEM_SEG.BACKGROUND"),
+        (["MODEL.FCOS.BOX_QUALITY", "iou"], "MODEL.FCOS.BOX_QUALITY"),
+        (["MODEL.FCOS.FPN_STRIDES", "[8, 16, 32, 64, 64]"], "MODEL.FCOS.FPN_STRIDES"),
+    ],
+)
+def test_inconsistent_config_is_an_error_naming_the_key(tmp_path, opts, key):
+    cfg = tiny_cfg(toy_config_path("blendmask.yaml"), tmp_path, *opts)
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        build_model(cfg)
+
+
 def _tiny(tmp_path, *opts):
     cfg = tiny_cfg(toy_config_path("blendmask.yaml"), tmp_path, *opts)
     return cfg, build_tiny_model(cfg)

@@ -173,15 +173,23 @@ def _fcos(**kwargs):
     return FCOS(**defaults)
 
 
+def _focal(logits, targets, alpha=0.25, gamma=2.0):
+    p = torch.sigmoid(logits)
+    pt = torch.where(targets > 0, p, 1 - p)
+    weight = torch.where(targets > 0, torch.full_like(p, alpha), torch.full_like(p, 1 - alpha))
+    return -(weight * (1 - pt) ** gamma * torch.log(pt.clamp(min=1e-12))).sum()
+
+
 def test_losses_normalise_by_the_positives_and_the_centerness_sum():
     torch.manual_seed(0)
     fcos = _fcos().train()
-    features = {"p3": torch.randn(2, 32, 16, 16), "p4": torch.randn(2, 32, 8, 8)}
-    images = ImageList(torch.zeros(2, 3, 128, 128), [(128, 128), (128, 128)])
+    features = {"p3": torch.randn(3, 32, 16, 16), "p4": torch.randn(3, 32, 8, 8)}
+    images = ImageList(torch.zeros(3, 3, 128, 128), [(128, 128)] * 3)
     gts = []
     for boxes, classes in (
+        ([], []),  # an image without boxes first: the others' box indices must not shift
         ([[10.0, 10.0, 60.0, 50.0], [70.0, 20.0, 126.0, 120.0]], [0, 2]),
-        ([], []),
+        ([[20.0, 30.0, 100.0, 90.0]], [1]),
     ):
         inst = Instances((128, 128))
         inst.gt_boxes = Boxes(torch.tensor(boxes).reshape(-1, 4))
@@ -189,19 +197,34 @@ def test_losses_normalise_by_the_positives_and_the_centerness_sum():
         gts.append(inst)
     out, losses = fcos(images, features, gts, top_module=torch.nn.Conv2d(32, 5, 1))
     pos = out.positives
-    assert len(pos) > 0 and (pos.im_inds == 0).all() and set(pos.gt_inds.tolist()) == {0, 1}
+    assert set(pos.im_inds.tolist()) == {1, 2}
+    assert set(pos.gt_inds[pos.im_inds == 1].tolist()) == {0, 1}
+    assert set(pos.gt_inds[pos.im_inds == 2].tolist()) == {2}
+    assert (pos.labels == torch.tensor([0, 2, 1])[pos.gt_inds]).all()
     assert pos.top_feats.shape == (len(pos), 5)
     assert pos.loss_denorm == pytest.approx(float(pos.ctrness_targets.sum()))
-    # the box loss recomputed from the positives' rows
+    # every loss recomputed from the head's outputs and the positives' rows
     logits, regs, ctrs, _, _ = fcos.fcos_head([features["p3"], features["p4"]])
-    reg = torch.cat([r.permute(0, 2, 3, 1).reshape(-1, 4) for r in regs])
+    flat = lambda xs, c: torch.cat([x.permute(0, 2, 3, 1).reshape(-1, c) for x in xs])  # noqa
     labels = fcos.targets([compute_locations(16, 16, 8), compute_locations(8, 8, 16)], gts)[0]
     rows = (labels != 3).nonzero().squeeze(1)
     assert len(rows) == len(pos)
-    _, giou = ltrb_iou(reg[rows], pos.reg_targets)
+    one_hot = torch.zeros(len(labels), 3)
+    one_hot[rows, labels[rows]] = 1.0
+    n = len(rows)
+    assert float(losses["loss_fcos_cls"]) == pytest.approx(
+        float(_focal(flat(logits, 3), one_hot)) / n, rel=1e-4
+    )
+    _, giou = ltrb_iou(flat(regs, 4)[rows], pos.reg_targets)
     expected = ((1 - giou) * pos.ctrness_targets).sum() / pos.ctrness_targets.sum()
     assert float(losses["loss_fcos_loc"]) == pytest.approx(float(expected), rel=1e-5)
-    assert all(torch.isfinite(v) for v in losses.values())
+    ctr_logits = flat(ctrs, 1)[rows, 0]
+    c = pos.ctrness_targets
+    bce = -(
+        c * torch.log(torch.sigmoid(ctr_logits))
+        + (1 - c) * torch.log(1 - torch.sigmoid(ctr_logits))
+    )
+    assert float(losses["loss_fcos_ctr"]) == pytest.approx(float(bce.sum()) / n, rel=1e-4)
 
 
 def test_inference_decodes_thresholds_and_keeps_classes_apart():
@@ -232,6 +255,17 @@ def test_inference_decodes_thresholds_and_keeps_classes_apart():
     (det,) = fcos_all.eval().predict(logits, regs, ctrs, [], locations, [(32, 32)])
     assert len(det) == 2 and det.scores[0] >= det.scores[1]  # no NMS: top 2 by score
     assert strides == fcos.strides
+
+    # cls 0.5 passes a 0.3 threshold alone, not once multiplied by its centerness (0.0067)
+    logits[1][0, 0, 0, 0] = 0.0
+    for with_ctr, expected in ((True, 3), (False, 4)):
+        f = _fcos(thresh_test=0.3, nms_thresh=0.0, post_nms_topk_test=10, thresh_with_ctr=with_ctr)
+        (det,) = f.eval().predict(logits, regs, ctrs, [], locations, [(32, 32)])
+        assert len(det) == expected, with_ctr
+    # pre-NMS top-k per level: the best candidate of each level
+    f = _fcos(thresh_test=0.3, nms_thresh=0.0, pre_nms_topk_test=1, thresh_with_ctr=False)
+    (det,) = f.eval().predict(logits, regs, ctrs, [], locations, [(32, 32)])
+    assert sorted(det.fpn_levels.tolist()) == [0, 1] and det.pred_classes.tolist() == [1, 0]
 
 
 def test_inconsistent_levels_are_named():

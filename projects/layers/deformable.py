@@ -23,8 +23,8 @@ class OffsetDeformConv2d(nn.Module):
         kernel_size, stride, dilation, groups, deformable_groups: of the deformable conv.
         bias: the deformable conv has a bias.
 
-    The offset conv starts at zero (kaiming-uniform weights with ``a=1``, as the original, and a
-    zero bias), so the layer starts close to a plain convolution.
+    The offset conv has kaiming-uniform weights (``a=1``) and a zero bias, as the original's
+    (FCOS's head re-initialises it with its other convs).
     """
 
     def __init__(

@@ -203,6 +203,12 @@ class FCOS(nn.Module):
                 f"MODEL.FCOS.IN_FEATURES {list(f.IN_FEATURES)}: the backbone has no {missing} "
                 f"(it gives {sorted(input_shape)})"
             )
+        strides = [input_shape[name].stride for name in f.IN_FEATURES]
+        if list(strides) != list(f.FPN_STRIDES):
+            raise ValueError(
+                f"MODEL.FCOS.FPN_STRIDES {list(f.FPN_STRIDES)} must be the strides of "
+                f"MODEL.FCOS.IN_FEATURES {list(f.IN_FEATURES)} in the backbone: {strides}"
+            )
         channels = {input_shape[name].channels for name in f.IN_FEATURES}
         if len(channels) != 1:
             raise ValueError(f"MODEL.FCOS.IN_FEATURES must have equal channels, got {channels}")
@@ -265,7 +271,8 @@ class FCOS(nn.Module):
             ``box_quality="iou"``). Inference: ``(detections, {})``, per image an
             ``Instances`` with ``pred_boxes`` ``(D, 4)``, ``scores`` ``(D,)``, ``pred_classes``
             ``(D,)``, ``locations`` ``(D, 2)``, ``fpn_levels`` ``(D,)`` and, with a top
-            module, ``top_feats`` ``(D, A)``, sorted by score.
+            module, ``top_feats`` ``(D, A)``, sorted by score; the extras hold
+            ``box_feats`` with ``yield_box_features``.
         """
         feats = [features[name] for name in self.in_features]
         locations = [
@@ -275,7 +282,8 @@ class FCOS(nn.Module):
         logits, regs, ctrs, top_feats, box_towers = self.fcos_head(feats, top_module)
         box_feats = dict(zip(self.in_features, box_towers)) if self.yield_box_features else {}
         if not self.training:
-            return self.predict(logits, regs, ctrs, top_feats, locations, images.image_sizes), {}
+            detections = self.predict(logits, regs, ctrs, top_feats, locations, images.image_sizes)
+            return detections, ({"box_feats": box_feats} if box_feats else {})
         if gt_instances is None:
             raise ValueError("FCOS in training needs gt_instances (the batch has no 'instances')")
         positives, losses = self.losses(logits, regs, ctrs, top_feats, locations, gt_instances)
@@ -352,7 +360,7 @@ class FCOS(nn.Module):
         ctr_flat = self._flatten(ctrs, 1).reshape(-1).float()
 
         pos = torch.nonzero(labels != self.num_classes).squeeze(1)
-        num_pos_avg = max(mean_over_processes(torch.tensor(float(pos.numel()))), 1.0)
+        num_pos_avg = max(mean_over_processes(labels.new_tensor(float(pos.numel()))), 1.0)
         class_target = torch.zeros_like(logits_flat)
         class_target[pos, labels[pos]] = 1.0
         # fvcore's plain focal loss (AdelaiDet's sigmoid_focal_loss_jit computes the same): the
@@ -371,7 +379,7 @@ class FCOS(nn.Module):
             self.moving_num_fg = momentum * self.moving_num_fg + (1 - momentum) * num_pos_avg
             cls_loss = cls_loss / self.moving_num_fg
         else:
-            num_all = max(mean_over_processes(torch.tensor(float(labels.numel()))), 1.0)
+            num_all = max(mean_over_processes(labels.new_tensor(float(labels.numel()))), 1.0)
             cls_loss = cls_loss / num_all
         losses = {"loss_fcos_cls": cls_loss * self.cls_loss_weight}
 
@@ -472,7 +480,8 @@ class FCOS(nn.Module):
         out = []
         for i in range(n):
             idx = index[i][best[i] >= 0]
-            loc_idx, classes = idx // k, idx % k
+            loc_idx = torch.div(idx, k, rounding_mode="floor")
+            classes = idx - loc_idx * k
             d = reg[i, loc_idx]
             pts = locations[loc_idx]
             entry = {

@@ -69,6 +69,8 @@ def mean_over_processes(value: Tensor) -> float:
     world = comm.get_world_size()
     if world > 1:
         value = value.clone()
+        if dist.get_backend() == "nccl" and value.device.type != "cuda":
+            value = value.cuda()  # NCCL reduces CUDA tensors only
         dist.all_reduce(value)
         value = value / world
     return float(value.item())
