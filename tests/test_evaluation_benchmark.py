@@ -682,3 +682,17 @@ def test_toy_run_of_the_launcher_module_for_real_then_reused(tmp_path, monkeypat
     monkeypatch.setattr(bt, "run_training", no_run)
     again = bt.train_toy_config(config, output_dir, bt.ToySettings(), lines.append)
     assert again["reused"] and again["segm_AP"] == entry["segm_AP"]
+
+
+def test_synthetic_training_batch_carries_the_semantic_target_a_config_derives():
+    """A config with INPUT.INSTANCE_SEM_SEG.ENABLED trains on ``sem_seg``: the synthetic batch has
+    it, derived from its masks (background 0, class + 1 with ``"zero"``)."""
+    from projects.benchmark.measure import synthetic_training_batch
+
+    (plain,) = synthetic_training_batch(1, (40, 60), 3, 2)
+    assert "sem_seg" not in plain
+    (item,) = synthetic_training_batch(1, (40, 60), 3, 2, sem_seg_background="zero")
+    inst, sem = item["instances"], item["sem_seg"]
+    assert sem.shape == (40, 60) and set(sem.unique().tolist()) <= {0, 1, 2, 3}
+    covered = inst.gt_masks.tensor.any(dim=0)
+    assert (sem[~covered] == 0).all() and (sem[covered] > 0).all()

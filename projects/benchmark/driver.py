@@ -204,6 +204,11 @@ def _measure(
                 classes,
                 settings.train_instances,
                 seed=settings.seed,
+                sem_seg_background=(
+                    cfg.INPUT.INSTANCE_SEM_SEG.BACKGROUND
+                    if cfg.INPUT.INSTANCE_SEM_SEG.ENABLED
+                    else None
+                ),
             )
             row["train"] = time_training_step(
                 model, inputs, settings.train_warmup, settings.train_runs, step_progress

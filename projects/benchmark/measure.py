@@ -17,6 +17,7 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 from torch.nn import functional as F
 
+from ..data.masks import instances_to_sem_seg
 from ..evaluation.flops import count_flops
 
 logger = logging.getLogger(__name__)
@@ -279,12 +280,18 @@ def synthetic_training_batch(
     num_classes: int,
     instances_per_image: int = 8,
     seed: int = 0,
+    sem_seg_background: Optional[str] = None,
 ) -> List[dict]:
     """Random images with ``instances_per_image`` ellipse-shaped ground-truth instances each.
 
+    Args:
+        sem_seg_background: also give each input the ``sem_seg`` target the mapper derives from
+            the masks (``INPUT.INSTANCE_SEM_SEG.ENABLED``), with this ``BACKGROUND``; None: none.
+
     Returns:
         list[dict]: Detectron2 training inputs: ``image`` ``(3, H, W)``, ``height``, ``width``,
-        ``instances`` with ``gt_boxes``, ``gt_classes`` and ``gt_masks`` (:class:`BitMasks`).
+        ``instances`` with ``gt_boxes``, ``gt_classes`` and ``gt_masks`` (:class:`BitMasks`),
+        and ``sem_seg`` ``(H, W)`` with ``sem_seg_background``.
     """
     height, width = size
     generator = torch.Generator().manual_seed(seed)
@@ -308,7 +315,16 @@ def synthetic_training_batch(
         )
         instances.gt_masks = BitMasks(torch.stack(masks))
         image = torch.rand(3, height, width, generator=generator) * 255
-        inputs.append({"image": image, "height": height, "width": width, "instances": instances})
+        item = {"image": image, "height": height, "width": width, "instances": instances}
+        if sem_seg_background is not None:
+            item["sem_seg"] = instances_to_sem_seg(
+                instances.gt_masks.tensor.numpy(),
+                instances.gt_classes.numpy(),
+                (height, width),
+                num_classes=num_classes,
+                background=sem_seg_background,
+            )
+        inputs.append(item)
     return inputs
 
 
@@ -333,6 +349,8 @@ def time_training_step(
     for item in inputs:
         item["image"] = item["image"].to(device)
         item["instances"] = item["instances"].to(device)
+        if "sem_seg" in item:
+            item["sem_seg"] = item["sem_seg"].to(device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
