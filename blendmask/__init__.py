@@ -6,7 +6,7 @@ Importing this package registers:
 * ``META_ARCH_REGISTRY``: ``BlendMask``
 * :data:`BASIS_MODULE_REGISTRY` (``MODEL.BASIS_MODULE.NAME``): ``ProtoNet``
 
-Parameter names and shapes equal AdelaiDet's BlendMask, so its model-zoo checkpoints load as
+Parameter names and shapes equal those of the published BlendMask checkpoints, which load as
 they are. Config keys: :func:`add_blendmask_config`; its declaration for the shared tools:
 :data:`BLENDMASK` (:mod:`projects.methods`).
 """

@@ -1,6 +1,6 @@
 """BlendMask's bottom module: K full-image bases at stride 4 from P3-P5, and the auxiliary
-semantic head whose loss trains them with class information. Parameter names equal
-AdelaiDet's (``basis_module.refine.*``, ``tower.*``, ``seg_head.*``).
+semantic head whose loss trains them with class information. Parameter names follow the
+published checkpoints (``basis_module.refine.*``, ``tower.*``, ``seg_head.*``).
 
 Shape shorthand: ``N`` images, ``C`` FPN channels, ``D`` the module's width, ``K`` bases,
 ``H, W`` the padded input size.
@@ -35,8 +35,8 @@ def build_basis_module(cfg, input_shape: Dict[str, ShapeSpec]) -> nn.Module:
 def _conv_norm_relu(in_channels: int, out_channels: int, norm: str) -> nn.Module:
     """3x3 conv without bias, norm (none for ``""``), ReLU; kaiming-uniform (a = 1) weights.
 
-    No bias with ``norm ""`` either: AdelaiDet gives its convs a bias only for a norm of None,
-    which a config cannot hold, so its checkpoints trained without norm have none.
+    No bias with ``norm ""`` either: the published models have a conv bias only for a norm of
+    None, which a config cannot hold, so their checkpoints trained without norm have none.
     """
     conv = Conv2d(in_channels, out_channels, 3, stride=1, padding=1, bias=False)
     nn.init.kaiming_uniform_(conv.weight, a=1)

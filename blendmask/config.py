@@ -1,4 +1,4 @@
-"""Config keys of BlendMask: AdelaiDet's names and defaults, so its published YAMLs load.
+"""Config keys of BlendMask, named and defaulted as in the published configs, which load here.
 
 The adder only adds what is missing (:func:`projects.config.add_missing_keys`). FCOS's keys
 (``MODEL.FCOS.*``) are shared and belong to :func:`projects.modeling.config.add_modeling_config`;
@@ -26,7 +26,11 @@ BLENDMASK_KEYS = (
     ("MODEL.BASIS_MODULE.NAME", "ProtoNet", "name in BASIS_MODULE_REGISTRY"),
     ("MODEL.BASIS_MODULE.NUM_BASES", 4, "K: number of bases"),
     ("MODEL.BASIS_MODULE.LOSS_ON", False, "the auxiliary semantic loss"),
-    ("MODEL.BASIS_MODULE.ANN_SET", "coco", "AdelaiDet's side-file set; unused (targets derived)"),
+    (
+        "MODEL.BASIS_MODULE.ANN_SET",
+        "coco",
+        "the original's side-file set; unused (targets derived)",
+    ),
     ("MODEL.BASIS_MODULE.CONVS_DIM", 128, "channels of the basis module"),
     ("MODEL.BASIS_MODULE.IN_FEATURES", ["p3", "p4", "p5"], "levels fused (at the first)"),
     ("MODEL.BASIS_MODULE.NORM", "SyncBN", "norm of the basis module's convs"),
@@ -49,7 +53,7 @@ def add_blendmask_config(cfg: CN) -> CN:
       (False; the Base config turns it on), ``CONVS_DIM`` (128), ``IN_FEATURES`` (P3-P5),
       ``NORM`` (``"SyncBN"``: plain BN in one process; the trainer makes it work over gloo
       too), ``NUM_CONVS`` (3), ``COMMON_STRIDE`` (8), ``NUM_CLASSES`` (80), ``LOSS_WEIGHT``
-      (0.3). ``ANN_SET`` is kept so AdelaiDet's YAMLs load; nothing reads it, as the semantic
+      (0.3). ``ANN_SET`` is kept so the published YAMLs load; nothing reads it, as the semantic
       targets come from the ground-truth masks (``INPUT.INSTANCE_SEM_SEG.ENABLED``).
     """
     add_missing_keys(cfg, {key: value for key, value, _meaning in BLENDMASK_KEYS})

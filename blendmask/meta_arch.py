@@ -1,9 +1,9 @@
 """BlendMask (Chen et al., "BlendMask: Top-Down Meets Bottom-Up for Instance Segmentation",
-CVPR 2020) as AdelaiDet builds it: FCOS boxes, a top layer giving each location K x M x M
+CVPR 2020): FCOS boxes, a top layer giving each location K x M x M
 attentions, a basis module giving K full-image bases, and the blender.
 
-Parameter names equal AdelaiDet's (``backbone.*``, ``proposal_generator.fcos_head.*``,
-``basis_module.*``, ``top_layer.*``), so its model-zoo checkpoints load as they are.
+Parameter names equal those of the published checkpoints (``backbone.*``,
+``proposal_generator.fcos_head.*``, ``basis_module.*``, ``top_layer.*``), so they load as they are.
 """
 
 from typing import Dict, List

@@ -1,8 +1,8 @@
 """BlendMask (blendmask/) against independent computations written here: the blender's merge
 and loss against per-instance loops, the basis module's semantic loss on the targets derived from
-the instance masks, the state dict against AdelaiDet's (every key and shape, nothing extra), and
-the bad inputs of the issue (no instances, boxes smaller than a stride, nothing above the
-threshold)."""
+the instance masks, the state dict against the published checkpoints' (every key and shape,
+nothing extra), and the bad inputs of the issue (no instances, boxes smaller than a stride,
+nothing above the threshold)."""
 
 import os
 

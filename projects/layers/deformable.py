@@ -1,7 +1,7 @@
 """A 3x3 (or k x k) convolution that predicts its own deformable offsets.
 
-The layer of FCOS's towers with ``MODEL.FCOS.USE_DEFORMABLE`` (maskrcnn-benchmark's and
-AdelaiDet's ``DFConv2d``, same parameter names: ``offset.*`` and ``conv.*``), on Detectron2's
+The layer of FCOS's towers with ``MODEL.FCOS.USE_DEFORMABLE`` (parameter names ``offset.*`` and
+``conv.*``, those of the published FCOS checkpoints), on Detectron2's
 deformable convolutions (portable on the CPU: see :mod:`projects.compat`).
 """
 

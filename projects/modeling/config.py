@@ -8,7 +8,7 @@ from projects.config import add_missing_keys
 
 __all__ = ["FCOS_KEYS", "add_modeling_config"]
 
-# (key, default, meaning): FCOS's keys, AdelaiDet's names and defaults, so its YAMLs load.
+# (key, default, meaning): FCOS's keys, with the published configs' names and defaults.
 FCOS_KEYS = (
     ("MODEL.FCOS.NUM_CLASSES", 80, "foreground classes of the classification branch"),
     ("MODEL.FCOS.IN_FEATURES", ["p3", "p4", "p5", "p6", "p7"], "FPN levels the head runs on"),
@@ -31,7 +31,7 @@ FCOS_KEYS = (
     ("MODEL.FCOS.LOSS_NORMALIZER_CLS", "fg", "cls loss divided by: fg, moving_fg or all"),
     ("MODEL.FCOS.LOSS_WEIGHT_CLS", 1.0, "weight of loss_fcos_cls"),
     ("MODEL.FCOS.SIZES_OF_INTEREST", [64, 128, 256, 512], "regression ranges between levels"),
-    ("MODEL.FCOS.USE_RELU", True, "kept for AdelaiDet's YAMLs: the regression is always ReLU"),
+    ("MODEL.FCOS.USE_RELU", True, "kept for the published YAMLs: the regression is always ReLU"),
     ("MODEL.FCOS.USE_DEFORMABLE", False, "the last conv of the cls and box towers deformable"),
     ("MODEL.FCOS.NUM_CLS_CONVS", 4, "convs of the classification tower"),
     ("MODEL.FCOS.NUM_BOX_CONVS", 4, "convs of the box tower"),
@@ -51,12 +51,12 @@ def add_modeling_config(cfg):
       block ``i`` (0-based within its stage) has a deformable conv iff ``i % DEFORM_INTERVAL ==
       0``. Read by ``build_resnet_deform_interval_backbone``,
       ``build_resnet_deform_interval_fpn_backbone`` and ``build_fcos_resnet_fpn_backbone``;
-      AdelaiDet's key of the same name and meaning (its ``dcni3`` configs set 3). Detectron2's
-      own builders ignore it.
+      the published BlendMask configs' key of the same meaning (their ``dcni3`` configs set 3).
+      Detectron2's own builders ignore it.
     * ``MODEL.FCOS.*``: the FCOS detector (:class:`projects.modeling.fcos.FCOS`, a
       ``PROPOSAL_GENERATOR_REGISTRY`` entry) and its backbone
-      (``build_fcos_resnet_fpn_backbone``, ``TOP_LEVELS``), with AdelaiDet's names and defaults
-      (:data:`FCOS_KEYS` says what each means).
+      (``build_fcos_resnet_fpn_backbone``, ``TOP_LEVELS``), with the published configs' names and
+      defaults (:data:`FCOS_KEYS` says what each means).
     """
     add_missing_keys(cfg, {"MODEL.RESNETS.DEFORM_INTERVAL": 1})
     add_missing_keys(cfg, {key: value for key, value, _ in FCOS_KEYS})

@@ -6,7 +6,7 @@ Registered in Detectron2's ``BACKBONE_REGISTRY`` (each called as ``builder(cfg, 
   ``MODEL.RESNETS.DEFORM_INTERVAL``-th block of the stages ``DEFORM_ON_PER_STAGE`` enables
   (BlendMask ``dcni3``, YOLACT++);
 * ``build_resnet_deform_interval_fpn_backbone``: Detectron2's ResNet-FPN on that ResNet;
-* ``build_fcos_resnet_fpn_backbone``: FCOS's ResNet-FPN (P3-P5, P6 / P7 from P5), AdelaiDet's.
+* ``build_fcos_resnet_fpn_backbone``: FCOS's ResNet-FPN (P3-P5, P6 / P7 from P5).
 """
 
 from .fcos_fpn import LastLevelP6, LastLevelP6P7, build_fcos_resnet_fpn_backbone

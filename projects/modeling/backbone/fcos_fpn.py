@@ -1,43 +1,18 @@
 """The ResNet-FPN of FCOS-based detectors (BlendMask): P3-P5 from res3-res5, with P6 / P7
-computed from P5, as AdelaiDet's ``build_fcos_resnet_fpn_backbone`` builds it (same parameter
-names, so AdelaiDet's checkpoints load)."""
+computed from P5, under the builder name the published FCOS / BlendMask configs use (parameter
+names as in their checkpoints)."""
 
 from typing import List
 
 import fvcore.nn.weight_init as weight_init
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
-from detectron2.modeling.backbone.fpn import FPN
+from detectron2.modeling.backbone.fpn import FPN, LastLevelP6P7
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from .resnet import build_resnet_deform_interval_backbone
 
 __all__ = ["LastLevelP6", "LastLevelP6P7", "build_fcos_resnet_fpn_backbone"]
-
-
-class LastLevelP6P7(nn.Module):
-    """P6 = conv3x3/2(P5), P7 = conv3x3/2(ReLU(P6)) (RetinaNet's extra levels, taken from P5).
-
-    Args:
-        in_channels: channels of the input level.
-        out_channels: channels of P6 and P7.
-        in_feature: the FPN output it reads (``"p5"``).
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, in_feature: str = "p5"):
-        super().__init__()
-        self.num_levels = 2
-        self.in_feature = in_feature
-        self.p6 = nn.Conv2d(in_channels, out_channels, 3, 2, 1)
-        self.p7 = nn.Conv2d(out_channels, out_channels, 3, 2, 1)
-        for conv in (self.p6, self.p7):
-            weight_init.c2_xavier_fill(conv)
-
-    def forward(self, x: Tensor) -> List[Tensor]:
-        """``(N, C, H, W)`` -> ``[(N, C', H/2, W/2), (N, C', H/4, W/4)]`` (ceil division)."""
-        p6 = self.p6(x)
-        return [p6, self.p7(F.relu(p6))]
 
 
 class LastLevelP6(nn.Module):
@@ -55,6 +30,7 @@ class LastLevelP6(nn.Module):
         return [self.p6(x)]
 
 
+# P6 and P7: Detectron2's own RetinaNet block, fed with P5 (same parameter names, p6 / p7)
 _TOP_BLOCKS = {2: LastLevelP6P7, 1: LastLevelP6}
 
 
@@ -63,7 +39,7 @@ def build_fcos_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     """ResNet-FPN with ``MODEL.FCOS.TOP_LEVELS`` extra levels computed from P5.
 
     The ResNet is Detectron2's, with a deformable conv every ``MODEL.RESNETS.DEFORM_INTERVAL``-th
-    block of the stages ``DEFORM_ON_PER_STAGE`` enables (AdelaiDet's ``dcni3`` configs).
+    block of the stages ``DEFORM_ON_PER_STAGE`` enables (the ``dcni3`` configs).
 
     Args:
         cfg (CfgNode): reads ``MODEL.RESNETS.*``, ``MODEL.BACKBONE.FREEZE_AT``,

@@ -1,6 +1,6 @@
-"""FCOS (Tian et al., "FCOS: Fully Convolutional One-Stage Object Detection", ICCV 2019) as
-AdelaiDet builds it, registered as the ``PROPOSAL_GENERATOR_REGISTRY`` entry ``"FCOS"`` so that
-one-stage methods (BlendMask) share it. Parameter names equal AdelaiDet's
+"""FCOS (Tian et al., "FCOS: Fully Convolutional One-Stage Object Detection", ICCV 2019, with
+the improvements of its later versions), the ``PROPOSAL_GENERATOR_REGISTRY`` entry ``"FCOS"``
+that one-stage methods (BlendMask) share. Parameter names equal the published checkpoints'
 (``proposal_generator.fcos_head.*``).
 
 Shape shorthand: ``N`` images, ``K`` classes, ``A`` channels of the top module's output (BlendMask:
@@ -363,7 +363,7 @@ class FCOS(nn.Module):
         num_pos_avg = max(mean_over_processes(labels.new_tensor(float(pos.numel()))), 1.0)
         class_target = torch.zeros_like(logits_flat)
         class_target[pos, labels[pos]] = 1.0
-        # fvcore's plain focal loss (AdelaiDet's sigmoid_focal_loss_jit computes the same): the
+        # fvcore's plain focal loss (the same as sigmoid_focal_loss_jit): the
         # TorchScript one's backward is not run-to-run reproducible on the CPU
         cls_loss = sigmoid_focal_loss(
             logits_flat,

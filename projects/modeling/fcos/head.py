@@ -1,5 +1,5 @@
-"""FCOS's head: classification and box towers shared over the FPN levels, with AdelaiDet's
-parameter names (``cls_tower.*``, ``bbox_tower.*``, ``share_tower.*``, ``cls_logits``,
+"""FCOS's head: classification and box towers shared over the FPN levels, with the published
+checkpoints' parameter names (``cls_tower.*``, ``bbox_tower.*``, ``share_tower.*``, ``cls_logits``,
 ``bbox_pred``, ``ctrness``, ``scales.<level>.scale``).
 
 Shape shorthand: ``N`` images, ``C`` channels of the FPN levels, ``K`` classes, ``Hl, Wl`` the
@@ -18,7 +18,7 @@ from projects.layers import OffsetDeformConv2d
 
 __all__ = ["FCOSHead", "PerLevelNorm", "Scale", "FCOS_NORMS"]
 
-# MODEL.FCOS.NORM values; "NaiveGN" is AdelaiDet's export-friendly GroupNorm, the same function
+# MODEL.FCOS.NORM values; "NaiveGN" is the original's export-friendly GroupNorm, the same function
 # and parameters as nn.GroupNorm, so it is built as one.
 FCOS_NORMS = ("GN", "NaiveGN", "BN", "SyncBN", "none", "")
 
