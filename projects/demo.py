@@ -15,11 +15,12 @@ import os
 import numpy as np
 import torch
 from detectron2.data import MetadataCatalog
+from detectron2.data import transforms as T
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.modeling import build_model
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
-from .data.augmentations import ResizeShortestEdge
+from .data.augmentations import build_augmentations
 from .data.image_io import BadImageError, read_image_robust
 from .engine.checkpoint import load_weights_for_evaluation
 from .methods import score_threshold_keys
@@ -86,7 +87,8 @@ def set_confidence_threshold(cfg, threshold, keys=None):
 
 
 class Predictor:
-    """Single-image inference with the test-time resize of the config.
+    """Single-image inference with the test-time augmentations of the config's recipe
+    (``INPUT.AUGMENTATIONS_NAME``: Detectron2's shortest-edge resize, YOLACT's fixed square, ...).
 
     Args:
         cfg (CfgNode): a frozen config whose ``MODEL.WEIGHTS`` are loaded (weights that do not fit
@@ -98,9 +100,7 @@ class Predictor:
         self.cfg = cfg
         self.model = build_model(cfg).eval()
         load_weights_for_evaluation(cfg, self.model)
-        self.resize = ResizeShortestEdge(
-            [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
-        )
+        self.resize = T.AugmentationList(build_augmentations(cfg, is_train=False))
         self.input_format = cfg.INPUT.FORMAT
         self.threshold = confidence_threshold
 
@@ -114,7 +114,9 @@ class Predictor:
             dict: the model's output for the image, instances filtered by score, on the CPU.
         """
         height, width = image.shape[:2]
-        resized = self.resize.get_transform(image).apply_image(image)
+        aug_input = T.AugInput(image)
+        self.resize(aug_input)
+        resized = aug_input.image
         tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
         output = self.model([{"image": tensor, "height": height, "width": width}])[0]
         if "instances" in output:

@@ -9,7 +9,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, BoxMode, PolygonMasks, polygons_to_bitmask
 from PIL import Image
 
-from projects.data.augmentations import PhotometricDistortion
+from projects.data.augmentations import ClipCropTransform, PhotometricDistortion
 from projects.data.config import add_data_config
 from projects.data.mapper_registry import DATASET_MAPPER_REGISTRY, build_dataset_mapper
 from projects.data.mappers import (
@@ -146,6 +146,38 @@ def test_flip_keeps_masks_and_boxes_consistent(sample):
     inst = out["instances"]
     assert (inst.gt_masks.tensor[1].numpy() == masks["ring"][:, ::-1]).all()
     np.testing.assert_allclose(inst.gt_boxes.tensor[1].numpy(), [W - 60, 10, W - 36, 40])
+
+
+def test_crowd_boxes_follow_the_augmentations(sample):
+    d, _ = sample
+    assert "crowd_boxes" not in _mapper()(d)
+    out = _mapper(mask_format="bitmask", augs=[T.HFlipTransform(W)], crowd_boxes=True)(d)
+    np.testing.assert_allclose(out["crowd_boxes"].numpy(), [[W - 20, 36, W - 2, 46]])
+    assert out["instances"].gt_classes.tolist() == [0, 2]  # crowds stay out of the instances
+    # an SSD crop keeps a crowd box by its centre, as it keeps the instances, and clips it
+    crop = ClipCropTransform(0, 0, 30, 44, keep_centres_only=True)
+    out = _mapper(mask_format="bitmask", augs=[crop], crowd_boxes=True)(d)
+    assert out["instances"].gt_classes.tolist() == [0]
+    np.testing.assert_allclose(out["crowd_boxes"].numpy(), [[2, 36, 20, 44]])
+    crop = ClipCropTransform(0, 0, 30, 40, keep_centres_only=True)  # crowd centre (11, 41) out
+    assert _mapper(mask_format="bitmask", augs=[crop], crowd_boxes=True)(d)[
+        "crowd_boxes"
+    ].shape == (0, 4)
+
+
+def test_min_box_side_drops_small_instances_and_crowds(sample):
+    d, _ = sample
+    # the triangle is 26 x 26 px, the ring 24 x 30, the crowd 18 x 10, of a 64 x 48 image
+    out = _mapper(mask_format="bitmask", crowd_boxes=True, min_box_side=0.4)(d)
+    assert out["instances"].gt_classes.tolist() == [0]  # the ring's 24 < 0.4 x 64
+    assert out["crowd_boxes"].shape == (0, 4)
+    out = _mapper(mask_format="bitmask", crowd_boxes=True, min_box_side=0.25)(d)
+    assert out["instances"].gt_classes.tolist() == [0, 2]  # the crowd's height 10 < 0.25 x 48
+    assert out["crowd_boxes"].shape == (0, 4)
+    out = _mapper(mask_format="bitmask", crowd_boxes=True, min_box_side=0.2)(d)
+    assert out["instances"].gt_classes.tolist() == [0, 2] and out["crowd_boxes"].shape == (1, 4)
+    with pytest.raises(ValueError, match="INPUT.MIN_BOX_SIDE"):
+        _mapper(min_box_side=1.5)
 
 
 def test_test_mode_drops_annotations(sample):
@@ -371,3 +403,21 @@ def test_semantic_color_aug_ssd_changes_colours_only(tmp_path):
         assert torch.equal(a["sem_seg"], b["sem_seg"])
         changed += int(not torch.equal(a["image"], b["image"]))
     assert changed > 0
+
+
+def test_ssd_keep_aspect_resizes_the_long_side_and_keeps_the_ratio(sample):
+    cfg = get_cfg()
+    add_data_config(cfg)
+    cfg.MODEL.MASK_ON = True
+    cfg.INPUT.MASK_FORMAT = "bitmask"
+    cfg.INPUT.AUGMENTATIONS_NAME = "ssd"
+    cfg.INPUT.SSD.SIZE = 32
+    cfg.INPUT.SSD.KEEP_ASPECT = True
+    d, _ = sample  # 48 x 64
+    out = build_dataset_mapper(cfg, False)(d)
+    assert out["image"].shape == (3, 24, 32)
+    train = build_dataset_mapper(cfg, True)
+    for seed in range(6):
+        np.random.seed(seed)
+        image = train(d)["image"]
+        assert max(image.shape[1:]) == 32  # crops change the ratio, the long side is the size

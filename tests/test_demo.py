@@ -224,3 +224,30 @@ def _items(cfg, prefix=""):
             yield from _items(value, f"{prefix}{name}.")
         else:
             yield prefix + name, value
+
+
+@pytest.mark.parametrize(
+    "config_name, expected_hw",
+    [("yolact.yaml", (64, 64)), ("mask_rcnn.yaml", (48, 64))],
+)
+def test_the_predictor_resizes_as_the_config_recipe_tests(config_name, expected_hw, tmp_path):
+    """YOLACT's recipe squashes every image to INPUT.SSD.SIZE squared; Detectron2's resizes the
+    shortest edge (the tiny contract sizes: 64 and 48-64)."""
+    from projects.demo import Predictor
+    from tests.helpers.contract import build_tiny_model, tiny_cfg, toy_config_path
+
+    cfg = tiny_cfg(toy_config_path(config_name), tmp_path).clone()
+    weights = tmp_path / "random.pth"
+    torch.save({"model": build_tiny_model(cfg).state_dict()}, weights)
+    cfg.defrost()
+    cfg.MODEL.WEIGHTS = str(weights)
+    cfg.freeze()
+    predictor = Predictor(cfg, confidence_threshold=0.0)
+    seen = []
+    forward = predictor.model.forward
+    predictor.model.forward = lambda inputs: seen.append(inputs[0]["image"].shape) or forward(
+        inputs
+    )
+    output = predictor(np.zeros((120, 160, 3), dtype=np.uint8))
+    assert tuple(seen[0][1:]) == expected_hw
+    assert output["instances"].image_size == (120, 160)

@@ -15,6 +15,7 @@ from detectron2.evaluation import SemSegEvaluator
 from detectron2.utils.events import EventStorage
 from PIL import Image
 
+from projects.data.augmentation_registry import recipe_input_size_keys
 from projects.data.image_io import read_image_robust
 from projects.data.mapper_registry import build_dataset_mapper
 from projects.demo import Predictor, metadata_for, run_on_images
@@ -195,8 +196,11 @@ def test_odd_images_train_infer_and_evaluate(odd_images, tmp_path, config_name):
         )
     inputs = [test_mapper(d) for d in dicts]
     for x in inputs:
-        if "4000x4000" in x["file_name"]:
-            assert x["image"].shape[1:] == (48, 48)
+        if "4000x4000" in x["file_name"]:  # shrunk to the test size, square kept square
+            side = x["image"].shape[1]
+            assert x["image"].shape[2] == side and side <= input_size_bound(cfg)
+            if "INPUT.MIN_SIZE_TEST" in recipe_input_size_keys(cfg):
+                assert side == cfg.INPUT.MIN_SIZE_TEST
     if config_name not in BIG_INFERENCE:
         inputs = [x for x in inputs if "4000x4000" not in x["file_name"]]
     with torch.no_grad():

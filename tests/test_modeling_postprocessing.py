@@ -77,6 +77,35 @@ def test_probabilities_match_per_instance_cv2_resize(case):
     _assert_matches(binary, _reference(probs, image_size, padded_size, output_size), 0.5)
 
 
+def _single_reference(masks, image_size, padded_size, output_size):
+    """Per-instance cv2 bilinear in one resize: the padded masks to the output's scale, then
+    the top-left output-sized part. (N, height, width)."""
+    (h, w), (hp, wp), (height, width) = image_size, padded_size, output_size
+    size = (int(round(wp * width / w)), int(round(hp * height / h)))
+    out = np.zeros((len(masks), height, width), np.float32)
+    for i, m in enumerate(np.asarray(masks, np.float32)):
+        out[i] = cv2.resize(m, size, interpolation=cv2.INTER_LINEAR)[:height, :width]
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_single_resize_matches_one_per_instance_cv2_resize(case):
+    image_size, padded_size, mask_size, output_size = CASES[case]
+    probs = _random_logits(4, mask_size, seed=3).sigmoid()
+    binary = resize_full_image_masks(
+        probs, image_size, padded_size, output_size, threshold=0.5, single_resize=True
+    )
+    assert binary.shape == (4,) + output_size
+    _assert_matches(binary, _single_reference(probs, image_size, padded_size, output_size), 0.5)
+    if image_size == padded_size:  # unpadded: straight to the output, unlike the two steps
+        direct = cv2.resize(np.asarray(probs[0]), output_size[::-1], interpolation=cv2.INTER_LINEAR)
+        _assert_matches(binary[:1], direct[None], 0.5)
+        two_steps = resize_full_image_masks(
+            probs, image_size, padded_size, output_size, threshold=0.5
+        )
+        assert (two_steps != binary).any()
+
+
 @pytest.mark.parametrize("chunk_size", [1, 2, 7, None])
 def test_chunks_match_reference_and_bound_the_batch(monkeypatch, chunk_size):
     image_size, padded_size, mask_size, output_size = CASES["stride4-upscale-landscape"]

@@ -567,9 +567,13 @@ def lsj(cfg, is_train):
 @may_drop_instances(lambda cfg: True)
 def ssd(cfg, is_train):
     """YOLACT's SSD pipeline: PhotometricDistortion, Expand(MODEL.PIXEL_MEAN), MinIoURandomCrop,
-    RandomFlip, Resize to INPUT.SSD.SIZE squared; test: the resize only."""
+    RandomFlip, Resize to INPUT.SSD.SIZE squared (with INPUT.SSD.KEEP_ASPECT: the long side to
+    INPUT.SSD.SIZE, the aspect ratio kept; batches are padded); test: the resize only."""
     size = cfg.INPUT.SSD.SIZE
-    resize = [T.Resize((size, size))]
+    if cfg.INPUT.SSD.KEEP_ASPECT:
+        resize = [ResizeShortestEdge(size, size, "choice")]
+    else:
+        resize = [T.Resize((size, size))]
     if not is_train:
         return resize
     fmt = cfg.INPUT.FORMAT

@@ -21,6 +21,11 @@ def add_data_config(cfg):
     * ``INPUT.INSTANCE_SEM_SEG.BACKGROUND``: ``"last"``: things keep ids 0..K-1, background is K
       (K = number of thing classes); ``"zero"``: background 0, things 1..K.
     * ``INPUT.INSTANCE_SEM_SEG.IGNORE_VALUE``: label of crowd regions and padding (255).
+    * ``INPUT.CROWD_BOXES``: in training, also return ``crowd_boxes``, the crowd annotations'
+      boxes after the augmentations, ``(C, 4)`` float32 XYXY (YOLACT's matcher neutralises the
+      anchors they cover).
+    * ``INPUT.MIN_BOX_SIDE``: in training, drop instances (and crowd boxes) whose box is
+      narrower or lower than this fraction of the augmented image's side (0: keep all).
 
     Augmentations (see ``projects.data.augmentations.build_augmentations``):
 
@@ -37,6 +42,8 @@ def add_data_config(cfg):
       probability (the canvas is filled with ``MODEL.PIXEL_MEAN``).
     * ``INPUT.SSD.MIN_IOUS``: IoU options of the min-IoU random crop (plus "keep" and "any").
     * ``INPUT.SSD.MIN_CROP_SIZE``: smallest crop side as a fraction of the image side.
+    * ``INPUT.SSD.KEEP_ASPECT``: resize the long side to ``INPUT.SSD.SIZE`` keeping the aspect
+      ratio (batches are then padded) instead of squashing every image to a square.
     * ``INPUT.CROP.SINGLE_CATEGORY_MAX_AREA`` (1.0) and ``INPUT.COLOR_AUG_SSD`` (False), read by
       the ``"semantic"`` recipe (the names and defaults of Detectron2's PointRend and DeepLab
       projects, whose YAMLs set them; this is their only adder here).
@@ -69,8 +76,11 @@ def add_data_config(cfg):
             "INPUT.SSD.EXPAND_PROB": 0.5,
             "INPUT.SSD.MIN_IOUS": (0.1, 0.3, 0.7, 0.9),
             "INPUT.SSD.MIN_CROP_SIZE": 0.3,
+            "INPUT.SSD.KEEP_ASPECT": False,
             "INPUT.CROP.SINGLE_CATEGORY_MAX_AREA": 1.0,
             "INPUT.COLOR_AUG_SSD": False,
+            "INPUT.CROWD_BOXES": False,
+            "INPUT.MIN_BOX_SIDE": 0.0,
             "DATALOADER.SKIP_BAD_IMAGES": False,
             "DATALOADER.BAD_ANNOTATIONS": "filter",
         },

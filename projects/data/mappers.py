@@ -140,6 +140,8 @@ class InstanceDatasetMapper:
         use_instances: bool = True,
         require_sem_seg_file: bool = False,
         sem_seg_num_classes=None,
+        crowd_boxes: bool = False,
+        min_box_side: float = 0.0,
     ):
         """
         Args:
@@ -162,6 +164,11 @@ class InstanceDatasetMapper:
             sem_seg_num_classes: number of classes of label maps read from
                 ``sem_seg_file_name``; other values than the classes and ``ignore_value`` are
                 bad annotations (``bad_annotations``). None skips the check.
+            crowd_boxes: in training, also return ``crowd_boxes``: the crowd annotations'
+                boxes after the augmentations, ``(C, 4)`` float32 XYXY (those an SSD crop drops
+                by their centre, or that leave the image, are dropped).
+            min_box_side: in training, drop instances (and crowd boxes) whose box is narrower
+                than this fraction of the image width or lower than this fraction of its height.
         """
         if instance_mask_format not in ("polygon", "bitmask"):
             raise ValueError(
@@ -196,6 +203,10 @@ class InstanceDatasetMapper:
         self.use_instances = use_instances
         self.require_sem_seg_file = require_sem_seg_file
         self.sem_seg_num_classes = sem_seg_num_classes
+        self.crowd_boxes = crowd_boxes
+        if not 0.0 <= float(min_box_side) < 1.0:
+            raise ValueError(f"INPUT.MIN_BOX_SIDE must be in [0, 1), got {min_box_side!r}")
+        self.min_box_side = float(min_box_side)
         mode = "training" if is_train else "inference"
         logger.info(f"[{type(self).__name__}] augmentations in {mode}: {augmentations}")
 
@@ -218,6 +229,8 @@ class InstanceDatasetMapper:
             "ignore_value": cfg.INPUT.INSTANCE_SEM_SEG.IGNORE_VALUE,
             "skip_bad_images": cfg.DATALOADER.SKIP_BAD_IMAGES,
             "bad_annotations": cfg.DATALOADER.BAD_ANNOTATIONS,
+            "crowd_boxes": cfg.INPUT.CROWD_BOXES and is_train,
+            "min_box_side": cfg.INPUT.MIN_BOX_SIDE,
         }
         if cfg.MODEL.KEYPOINT_ON and is_train:
             ret["keypoint_hflip_indices"] = d2_utils.create_keypoint_hflip_indices(names)
@@ -333,6 +346,29 @@ class InstanceDatasetMapper:
             instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
         return d2_utils.filter_empty_instances(instances)
 
+    def _large_enough(self, boxes, image_hw):
+        """Which XYXY boxes ``(n, 4)`` reach ``min_box_side`` of the image in both sides."""
+        side = self.min_box_side
+        return ((boxes[:, 2] - boxes[:, 0]) >= side * image_hw[1]) & (
+            (boxes[:, 3] - boxes[:, 1]) >= side * image_hw[0]
+        )
+
+    def _crowd_boxes(self, crowd, transforms, image_hw):
+        """The crowd annotations' boxes after ``transforms``, ``(C, 4)`` float32 XYXY."""
+        boxes = np.array(
+            [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in crowd],
+            dtype=np.float64,
+        ).reshape(-1, 4)
+        keep = np.asarray(centre_keep_mask(transforms, boxes, image_hw), dtype=bool).reshape(-1)
+        moved = transforms.apply_box(boxes[keep]).reshape(-1, 4) if keep.any() else boxes[:0]
+        moved[:, 0::2] = moved[:, 0::2].clip(0, image_hw[1])
+        moved[:, 1::2] = moved[:, 1::2].clip(0, image_hw[0])
+        out = torch.as_tensor(moved, dtype=torch.float32).reshape(-1, 4)
+        nonempty = (out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])
+        if self.min_box_side > 0:
+            nonempty &= self._large_enough(out, image_hw)
+        return out[nonempty]
+
     # -- main --------------------------------------------------------------------------------
     def __call__(self, dataset_dict):
         """
@@ -395,7 +431,11 @@ class InstanceDatasetMapper:
         keep = centre_keep_mask(transforms, boxes, image_hw)
         things = [a for a, k in zip(things, keep) if k]
         instances = self._instances(things, transforms, image_hw)
+        if self.min_box_side > 0 and len(instances):
+            instances = instances[self._large_enough(instances.gt_boxes.tensor, image_hw)]
         dataset_dict["instances"] = instances
+        if self.crowd_boxes:
+            dataset_dict["crowd_boxes"] = self._crowd_boxes(crowd, transforms, image_hw)
         if len(instances) == 0:
             ANNOTATION_STATS["training images without instances"] += 1
         if self.instance_sem_seg:

@@ -10,6 +10,10 @@ need a different procedure, the one their originals use:
 3. resize to the requested output (height, width) (bilinear),
 4. threshold.
 
+With ``single_resize`` (YOLACT), steps 1-3 are one bilinear resize of the padded masks to the
+output scale, of which the top-left output-sized part is kept: for an unpadded input, the
+authors' one resize straight to the output.
+
 Bilinear steps use ``align_corners=False`` and no antialiasing (as ``F.interpolate`` does by
 default, and as Mask2Former and YOLACT resize their masks).
 
@@ -77,8 +81,18 @@ def default_chunk_size(padded_size, output_size):
     return max(1, CHUNK_ELEMENTS // max(hp * wp, height * width))
 
 
-def _resize_chunk(masks, image_size, padded_size, output_size, threshold):
+def _single_resize_size(image_size, padded_size, output_size):
+    """Size the padded masks are resized to so that their unpadded part becomes the output:
+    (round(Hp height / h), round(Wp width / w)), which is the output size when unpadded."""
+    return tuple(int(round(p * o / i)) for p, o, i in zip(padded_size, output_size, image_size))
+
+
+def _resize_chunk(masks, image_size, padded_size, output_size, threshold, single_resize=False):
     """(n, H', W') float -> (n, height, width) bool; every step on the whole chunk."""
+    if single_resize:
+        size = _single_resize_size(image_size, padded_size, output_size)
+        x = F.interpolate(masks[:, None], size=size, mode="bilinear", align_corners=False)
+        return x[:, 0, : output_size[0], : output_size[1]] > threshold
     x = F.interpolate(masks[:, None], size=padded_size, mode="bilinear", align_corners=False)
     x = x[:, :, : image_size[0], : image_size[1]]
     x = F.interpolate(x, size=output_size, mode="bilinear", align_corners=False)
@@ -93,6 +107,7 @@ def resize_full_image_masks(
     *,
     threshold: float,
     chunk_size: Optional[int] = None,
+    single_resize: bool = False,
 ) -> torch.Tensor:
     """Binary output-size masks from full-image masks at a stride of the padded input.
 
@@ -112,6 +127,10 @@ def resize_full_image_masks(
             probabilities (YOLACT).
         chunk_size (int or None): instances resized at once; None: :func:`default_chunk_size`.
             For tracing, pass at least N to trace a single chunk.
+        single_resize (bool): one bilinear resize instead of steps 1-3: the masks go to
+            ``(round(Hp height / h), round(Wp width / w))`` and the top-left output-sized part
+            is kept. Unpadded (``image_size == padded_size``) that is one resize straight to
+            the output, as YOLACT resizes its masks; the default two steps are Mask2Former's.
 
     Returns:
         Tensor: (N, height, width) bool on the device of ``masks``.
@@ -144,7 +163,7 @@ def resize_full_image_masks(
     for start in range(0, num, chunk_size):
         stop = min(start + chunk_size, num)
         out[start:stop] = _resize_chunk(
-            masks[start:stop], image_size, padded_size, output_size, threshold
+            masks[start:stop], image_size, padded_size, output_size, threshold, single_resize
         )
     return out
 
@@ -186,6 +205,7 @@ def full_image_masks_postprocess(
     *,
     threshold: float,
     chunk_size: Optional[int] = None,
+    single_resize: bool = False,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The tensor core: binary output masks, their boxes and the non-empty flag.
 
@@ -196,7 +216,13 @@ def full_image_masks_postprocess(
         in output pixels (zero for empty masks); nonempty (N,) bool.
     """
     binary = resize_full_image_masks(
-        masks, image_size, padded_size, output_size, threshold=threshold, chunk_size=chunk_size
+        masks,
+        image_size,
+        padded_size,
+        output_size,
+        threshold=threshold,
+        chunk_size=chunk_size,
+        single_resize=single_resize,
     )
     boxes, nonempty = mask_boxes(binary)
     return binary, boxes, nonempty
@@ -211,6 +237,7 @@ def full_image_detector_postprocess(
     mask_threshold: float,
     boxes_from_masks: bool = True,
     chunk_size: Optional[int] = None,
+    single_resize: bool = False,
 ) -> Instances:
     """``detector_postprocess`` for full-image masks: the ``Instances`` at the output size.
 
@@ -227,7 +254,7 @@ def full_image_detector_postprocess(
             (any given boxes are replaced). False: the given ``pred_boxes`` (XYXY in input
             pixels, as a box head predicts them) are scaled to the output and clipped, as
             ``detector_postprocess`` does.
-        chunk_size (int or None): see :func:`resize_full_image_masks`.
+        chunk_size, single_resize: see :func:`resize_full_image_masks`.
 
     Returns:
         Instances: ``image_size`` (output_height, output_width); ``pred_masks``
@@ -251,6 +278,7 @@ def full_image_detector_postprocess(
         output_size,
         threshold=mask_threshold,
         chunk_size=chunk_size,
+        single_resize=single_resize,
     )
     fields = dict(results.get_fields())
     fields["pred_masks"] = masks

@@ -1,0 +1,32 @@
+"""Each method whose toy config holds to the standard learning contract learns on the toy data
+and holds its own against the Mask R-CNN yardstick trained in the same session (same data,
+schedule, seed and toy-pretrained ResNet-18), and memorises a few images.
+
+Each comparison with the yardstick allows the paired difference's spread measured over seeds
+(``configs/toy/bars.yaml``: the difference may not fall below its mean - 3 SD), never
+bit-identity: runs are bit-identical on one CPU only. PointRend's checks, which add its own
+(tests/test_pointrend_learning.py), are kept apart.
+"""
+
+import pytest
+
+from tests.helpers.learning import assert_learns_and_holds_to_the_yardstick, bars, memorise
+
+CONFIGS = ("blendmask.yaml", "yolact.yaml")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config_name", CONFIGS)
+def test_toy_method_learns_and_holds_its_paired_difference_to_the_yardstick(
+    config_name, tmp_path_factory
+):
+    assert_learns_and_holds_to_the_yardstick(
+        config_name, tmp_path_factory.getbasetemp() / "learning"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config_name", CONFIGS)
+def test_toy_method_memorises_a_few_images(config_name, tmp_path_factory):
+    results, _ = memorise(config_name, tmp_path_factory.getbasetemp() / "learning")
+    assert results["segm"]["AP"] >= bars(config_name)["memorise"]["segm_AP"], results["segm"]
