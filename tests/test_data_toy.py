@@ -220,6 +220,34 @@ def test_instance_regime_colours_follow_the_class_hue(instance_val_samples):
     assert total >= 100 and hits >= 0.9 * total, (hits, total)
 
 
+def test_instance_regime_objects_stand_out_from_the_stuff_around_them(instance_val_samples):
+    """The class cue is usable: no class's hue lies in a stuff painter's hue range, and an object's
+    median colour lies at least 30 (CIELAB, OpenCV's 8-bit scale) from the median of the stuff
+    within 5 px of it in at least 98 % of instances. (Generator version 2 painted crescents in
+    grass's hue: 4.9 % of these instances were nearer than 30, 7.4 % of crescents, and the toy
+    Mask R-CNN's crescent mask AP was 0.0.)"""
+    import cv2
+
+    from projects.data.toy.textures import GRASS_HUES, SKY_HUES
+
+    for low, high in (GRASS_HUES, SKY_HUES):
+        assert all(not low - 0.03 <= hue <= high + 0.03 for hue in INSTANCE_CONFIG.hues)
+    distances = []
+    for sample in instance_val_samples:
+        lab = cv2.cvtColor(sample.image, cv2.COLOR_RGB2LAB).astype(np.float32)
+        things = np.zeros(sample.image.shape[:2], bool)
+        for inst in sample.instances:
+            things |= inst.mask
+        for inst in sample.instances:
+            near = cv2.dilate(inst.mask.astype(np.uint8), np.ones((11, 11), np.uint8)) > 0
+            near &= ~things
+            if near.sum() >= 20:
+                difference = np.median(lab[inst.mask], 0) - np.median(lab[near], 0)
+                distances.append(np.linalg.norm(difference))
+    distances = np.asarray(distances)
+    assert len(distances) >= 200 and (distances < 30).mean() <= 0.02, (distances < 30).mean()
+
+
 def test_regimes_live_in_their_own_directories_with_their_own_stamps(tmp_path):
     root = str(tmp_path)
     semantic = ensure_toy_dataset(root, num_train=1, num_val=1, seed=3)

@@ -93,6 +93,14 @@ def test_the_stamp_follows_the_recipe(monkeypatch):
     assert toy_pretrained.recipe_stamp()["config_sha1"] != before["config_sha1"]
 
 
+def test_keys_only_inference_reads_leave_the_stamp_alone(monkeypatch):
+    before = toy_pretrained.recipe_stamp()
+    opts = ("TEST.DETECTIONS_PER_IMAGE", "7", "TEST.AUG.ENABLED", "True")
+    monkeypatch.setattr(toy_pretrained, "RECIPE_OPTS", toy_pretrained.RECIPE_OPTS + opts)
+    assert toy_pretrained._recipe_config("").TEST.DETECTIONS_PER_IMAGE == 7
+    assert toy_pretrained.recipe_stamp() == before
+
+
 def test_a_method_package_s_keys_leave_the_stamp_alone(monkeypatch):
     """A method landing adds config keys the recipe never reads: the cached weights stay valid."""
     import projects.config as config

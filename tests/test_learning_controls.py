@@ -9,7 +9,7 @@ import os
 import pytest
 
 from tests.helpers.broken import BROKEN_VARIANTS
-from tests.helpers.learning import bars, train_toy
+from tests.helpers.learning import YARDSTICK, bars, train_job, train_toy
 
 OPT_IN = "D2IS_LEARNING_CONTROLS"
 
@@ -19,7 +19,8 @@ OPT_IN = "D2IS_LEARNING_CONTROLS"
     not os.environ.get(OPT_IN), reason=f"opt-in: set {OPT_IN}=1 (three toy trainings, ~9 minutes)"
 )
 @pytest.mark.parametrize("variant", sorted(BROKEN_VARIANTS))
+@pytest.mark.toy_jobs(lambda variant: [train_job(YARDSTICK, *BROKEN_VARIANTS[variant])])
 def test_broken_yardstick_scores_below_the_bar_on_the_toy_regime(variant, tmp_path_factory):
     root = tmp_path_factory.getbasetemp() / "learning"
-    results, _ = train_toy("mask_rcnn.yaml", root, *BROKEN_VARIANTS[variant])
-    assert results["segm"]["AP"] < bars("mask_rcnn.yaml")["segm_AP"], results["segm"]
+    results, _ = train_toy(YARDSTICK, root, *BROKEN_VARIANTS[variant])
+    assert results["segm"]["AP"] < bars(YARDSTICK)["segm_AP"], results["segm"]

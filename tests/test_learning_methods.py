@@ -10,13 +10,21 @@ bit-identity: runs are bit-identical on one CPU only. PointRend's checks, which 
 
 import pytest
 
-from tests.helpers.learning import assert_learns_and_holds_to_the_yardstick, bars, memorise
+from tests.helpers.learning import (
+    YARDSTICK,
+    assert_learns_and_holds_to_the_yardstick,
+    bars,
+    memorise,
+    memorise_job,
+    train_job,
+)
 
 CONFIGS = ("blendmask.yaml", "yolact.yaml")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config_name", CONFIGS)
+@pytest.mark.toy_jobs(lambda config_name: [train_job(config_name), train_job(YARDSTICK)])
 def test_toy_method_learns_and_holds_its_paired_difference_to_the_yardstick(
     config_name, tmp_path_factory
 ):
@@ -27,6 +35,7 @@ def test_toy_method_learns_and_holds_its_paired_difference_to_the_yardstick(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config_name", CONFIGS)
+@pytest.mark.toy_jobs(lambda config_name: [memorise_job(config_name)])
 def test_toy_method_memorises_a_few_images(config_name, tmp_path_factory):
     results, _ = memorise(config_name, tmp_path_factory.getbasetemp() / "learning")
     assert results["segm"]["AP"] >= bars(config_name)["memorise"]["segm_AP"], results["segm"]

@@ -14,13 +14,23 @@ import torch
 from projects.engine.setup import load_config
 from projects.engine.trainer import Trainer
 from tests.helpers.broken import BROKEN_VARIANTS
-from tests.helpers.learning import assert_losses_fell, bars, memorise, toy_config, train_toy
+from tests.helpers.learning import (
+    YARDSTICK,
+    assert_losses_fell,
+    bars,
+    memorise,
+    memorise_job,
+    toy_config,
+    train_job,
+    train_toy,
+)
 
 
 @pytest.mark.slow
+@pytest.mark.toy_jobs(lambda: [train_job(YARDSTICK)])
 def test_toy_mask_rcnn_learns_past_its_bar(tmp_path_factory):
-    results, output_dir = train_toy("mask_rcnn.yaml", tmp_path_factory.getbasetemp() / "learning")
-    bar = bars("mask_rcnn.yaml")
+    results, output_dir = train_toy(YARDSTICK, tmp_path_factory.getbasetemp() / "learning")
+    bar = bars(YARDSTICK)
     metrics = os.path.join(output_dir, "metrics.json")
     assert_losses_fell(metrics, bar["loss_factors"])
     assert results["segm"]["AP"] >= bar["segm_AP"], results["segm"]
@@ -29,26 +39,28 @@ def test_toy_mask_rcnn_learns_past_its_bar(tmp_path_factory):
 
 @pytest.mark.slow
 def test_untrained_model_scores_far_below_the_bar(tmp_path):
-    cfg = load_config(toy_config("mask_rcnn.yaml"), ["OUTPUT_DIR", str(tmp_path)])
+    cfg = load_config(toy_config(YARDSTICK), ["OUTPUT_DIR", str(tmp_path)])
     torch.manual_seed(0)
     model = Trainer.build_model(cfg)  # random initialisation, no weights loaded
     results = Trainer.test(cfg, model)
-    assert results["segm"]["AP"] < bars("mask_rcnn.yaml")["segm_AP"] / 5, results["segm"]
+    assert results["segm"]["AP"] < bars(YARDSTICK)["segm_AP"] / 5, results["segm"]
 
 
 @pytest.mark.slow
+@pytest.mark.toy_jobs(lambda: [memorise_job(YARDSTICK)])
 def test_toy_mask_rcnn_memorises_a_few_images(tmp_path_factory):
     """Trained on four toy images for the short schedule of its ``memorise`` entry, the yardstick
     reaches the high mask AP of that entry on the same images."""
-    results, _ = memorise("mask_rcnn.yaml", tmp_path_factory.getbasetemp() / "learning")
-    assert results["segm"]["AP"] >= bars("mask_rcnn.yaml")["memorise"]["segm_AP"], results["segm"]
+    results, _ = memorise(YARDSTICK, tmp_path_factory.getbasetemp() / "learning")
+    assert results["segm"]["AP"] >= bars(YARDSTICK)["memorise"]["segm_AP"], results["segm"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", sorted(BROKEN_VARIANTS))
+@pytest.mark.toy_jobs(lambda variant: [memorise_job(YARDSTICK, *BROKEN_VARIANTS[variant])])
 def test_broken_yardstick_fails_the_memorisation_check(variant, tmp_path_factory):
     """Each control (a target, paste or label bug in the mask branch) stays below the bar the
     correct yardstick passes, with the same images, schedule and seed."""
     root = tmp_path_factory.getbasetemp() / "learning"
-    results, _ = memorise("mask_rcnn.yaml", root, *BROKEN_VARIANTS[variant])
-    assert results["segm"]["AP"] < bars("mask_rcnn.yaml")["memorise"]["segm_AP"], results["segm"]
+    results, _ = memorise(YARDSTICK, root, *BROKEN_VARIANTS[variant])
+    assert results["segm"]["AP"] < bars(YARDSTICK)["memorise"]["segm_AP"], results["segm"]

@@ -14,16 +14,23 @@ import os
 import pytest
 
 from tests.helpers.learning import (
+    YARDSTICK,
     assert_learns_and_holds_to_the_yardstick,
     assert_losses_fell,
     bars,
+    evaluate_job,
     evaluate_toy,
     memorise,
+    memorise_job,
+    train_job,
     train_toy,
 )
 
+COARSE_ONLY = ("MODEL.POINT_HEAD.SUBDIVISION_STEPS", "0")
+
 
 @pytest.mark.slow
+@pytest.mark.toy_jobs(lambda: [train_job("pointrend.yaml"), train_job(YARDSTICK)])
 def test_toy_pointrend_learns_and_holds_its_paired_difference_to_the_yardstick(tmp_path_factory):
     """Instance PointRend learns past its bar and its mask and boundary AP minus the yardstick's,
     both trained in this session, stay above the lower ends measured over seeds."""
@@ -33,12 +40,20 @@ def test_toy_pointrend_learns_and_holds_its_paired_difference_to_the_yardstick(t
 
 
 @pytest.mark.slow
+@pytest.mark.toy_jobs(lambda: [memorise_job("pointrend.yaml")])
 def test_toy_pointrend_memorises_a_few_images(tmp_path_factory):
     results, _ = memorise("pointrend.yaml", tmp_path_factory.getbasetemp() / "learning")
     assert results["segm"]["AP"] >= bars("pointrend.yaml")["memorise"]["segm_AP"], results["segm"]
 
 
 @pytest.mark.slow
+@pytest.mark.toy_jobs(
+    lambda: [
+        train_job("pointrend_semseg.yaml"),
+        train_job("semantic_fpn.yaml"),
+        evaluate_job("pointrend_semseg.yaml", train_job("pointrend_semseg.yaml"), *COARSE_ONLY),
+    ]
+)
 def test_toy_semantic_pointrend_beats_semantic_fpn_and_refines_its_coarse_head(tmp_path_factory):
     """Semantic PointRend learns and beats plain Semantic FPN's mIoU, both trained in this session
     on the same data, schedule and seed; and its point head improves on the coarse head it
@@ -60,13 +75,8 @@ def test_toy_semantic_pointrend_beats_semantic_fpn_and_refines_its_coarse_head(t
     # measured, seeds 7 / 8 / 9: mIoU +0.54 / +0.92 / +1.77, pixel accuracy +1.11 / +1.06 / +1.43
     assert refined["mIoU"] > plain["mIoU"], (refined, plain)
 
-    coarse = evaluate_toy(
-        "pointrend_semseg.yaml",
-        os.path.join(output_dir, "model_final.pth"),
-        os.path.join(output_dir, "coarse_only"),
-        "MODEL.POINT_HEAD.SUBDIVISION_STEPS",
-        "0",
-    )["sem_seg"]
+    trained = train_job("pointrend_semseg.yaml")
+    coarse = evaluate_toy("pointrend_semseg.yaml", trained, root, *COARSE_ONLY)["sem_seg"]
     # measured, seeds 7 / 8 / 9: fwIoU +0.31 / +0.47 / +0.60, pixel accuracy +0.45 / +0.71 / +0.92;
     # mIoU -0.57 / +0.27 / +0.94: the thing classes differ by global shape, which a head fed one
     # point's features and coarse logits cannot see, so refined thing pixels can change class

@@ -42,6 +42,7 @@ RECIPE_ITERATIONS = 720
 RECIPE_OPTS = (
     "MODEL.WEIGHTS", "",
     "SOLVER.BASE_LR", "0.001",
+    "SOLVER.LR_SCHEDULER_NAME", "WarmupMultiStepLR",
     "SOLVER.MAX_ITER", str(RECIPE_ITERATIONS),
     "SOLVER.STEPS", f"({RECIPE_ITERATIONS * 4 // 5},)",
     "SOLVER.CHECKPOINT_PERIOD", str(RECIPE_ITERATIONS),
@@ -49,7 +50,10 @@ RECIPE_OPTS = (
     "DATASETS.TEST", "()",
     "SEED", "7",
 )  # fmt: skip
-"""Options over ``RECIPE_CONFIG``: from scratch, 720 iterations at 1e-3, no evaluation."""
+"""Options over ``RECIPE_CONFIG``: from scratch, 720 iterations at 1e-3 with one step down, no
+evaluation."""
+# Keys (or key prefixes) the recipe's training never reads: changing them keeps the cached weights.
+INFERENCE_ONLY_KEYS = ("TEST.DETECTIONS_PER_IMAGE", "TEST.AUG.")
 WEIGHT_PREFIX = "backbone."
 STAMP_SUFFIX = ".stamp.json"
 KNOWN_FILES = ("R-18.pkl",)
@@ -67,7 +71,8 @@ def recipe_stamp():
     generator version and the instance regime it trains on (knobs and image counts).
 
     The config hash covers Detectron2's keys and the shared ones (``projects``), not the keys a
-    method package adds: a method landing does not change the recipe, so it keeps the cache.
+    method package adds (a method landing does not change the recipe, so it keeps the cache) nor
+    those only inference reads (:data:`INFERENCE_ONLY_KEYS`: the recipe evaluates nothing).
     """
     from detectron2.config import get_cfg as detectron2_cfg
 
@@ -76,7 +81,11 @@ def recipe_stamp():
     from projects.data.toy.writer import GENERATOR_VERSION
 
     shared = {key for key, _ in config_items(add_projects_config(detectron2_cfg()))}
-    items = [(k, v) for k, v in config_items(_recipe_config("")) if k in shared]
+    items = [
+        (k, v)
+        for k, v in config_items(_recipe_config(""))
+        if k in shared and not k.startswith(INFERENCE_ONLY_KEYS)
+    ]
     dump = repr(items)
     return {
         "generator_version": GENERATOR_VERSION,

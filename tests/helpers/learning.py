@@ -5,19 +5,15 @@ to the configs, each with the value measured when it was set.
 """
 
 import copy
-import hashlib
 import json
 import os
 
 import yaml
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.engine import default_argument_parser
 
-import train_net
+from tests.helpers.toy_jobs import ToyJob, existing_pool, session_pool
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_RESULTS = {}  # (config name, *opts) -> (final evaluation results, output dir)
-_EVALUATIONS = []  # (config name, weights, opts, results) of evaluate_toy
 # The numbers the summary prints: (task, metric) in the order shown.
 _SUMMARY_METRICS = (
     ("bbox", "AP"),
@@ -39,29 +35,32 @@ def bars(config_name):
         return yaml.safe_load(f)[config_name]
 
 
+# ------------------------------------------------------------------------------ toy runs
+def train_job(config_name, *opts):
+    """The run that trains ``configs/toy/<config_name>`` (plus ``opts``) as ``train_net.py``
+    would."""
+    return ToyJob("train", config_name, tuple(str(o) for o in opts))
+
+
+def evaluate_job(config_name, of, *opts):
+    """The run that evaluates the final weights of run ``of`` with ``configs/toy/<config_name>``
+    (plus ``opts``) as ``train_net.py --eval-only`` would."""
+    return ToyJob("evaluate", config_name, tuple(str(o) for o in opts), of=of)
+
+
 def train_toy(config_name, output_root, *opts):
-    """Train ``configs/toy/<config_name>`` as ``train_net.py`` would (once per session and options)
-    and return ``(final evaluation results, output dir)``."""
-    key = (config_name,) + tuple(opts)
-    if key not in _RESULTS:
-        stem = config_name.replace(".yaml", "")
-        if opts:  # one folder per set of options
-            stem += "-" + hashlib.sha1(" ".join(opts).encode()).hexdigest()[:8]
-        output_dir = os.path.join(str(output_root), stem)
-        argv = ["--config-file", toy_config(config_name), "OUTPUT_DIR", output_dir, *opts]
-        results = train_net.main(default_argument_parser().parse_args(argv))
-        _RESULTS[key] = (results, output_dir)
-    return _RESULTS[key]
+    """Train ``configs/toy/<config_name>`` as ``train_net.py`` would (once per session and options,
+    in the session's pool of toy runs under ``output_root``) and return ``(final evaluation
+    results, output dir)``."""
+    pool = session_pool(output_root)
+    job = train_job(config_name, *opts)
+    return pool.result(job), pool.output_dir(job)
 
 
-def evaluate_toy(config_name, weights, output_dir, *opts):
-    """Evaluate ``weights`` with ``configs/toy/<config_name>`` (plus ``opts``) as
-    ``train_net.py --eval-only`` would, and return the evaluation results."""
-    argv = ["--config-file", toy_config(config_name), "--eval-only"]
-    argv += ["MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(output_dir), *opts]
-    results = train_net.main(default_argument_parser().parse_args(argv))
-    _EVALUATIONS.append((config_name, weights, opts, results))
-    return results
+def evaluate_toy(config_name, weights_of, output_root, *opts):
+    """Evaluate the final weights of run ``weights_of`` with ``configs/toy/<config_name>`` (plus
+    ``opts``) as ``train_net.py --eval-only`` would, and return the evaluation results."""
+    return session_pool(output_root).result(evaluate_job(config_name, weights_of, *opts))
 
 
 def _metrics_text(results):
@@ -73,17 +72,15 @@ def _metrics_text(results):
 
 
 def summary_lines():
-    """One line per toy training (and extra evaluation) of this session, with its main metrics."""
+    """One line per toy run of this session: its main metrics, its time and threads."""
+    pool = existing_pool()
+    if pool is None:
+        return []
     lines = []
-    for (config_name, *opts), (results, _) in _RESULTS.items():
-        extra = f" {' '.join(opts)}" if opts else ""
-        lines.append(f"{config_name}{extra}: {_metrics_text(results)}")
-    for config_name, weights, opts, results in _EVALUATIONS:
-        extra = f" {' '.join(opts)}" if opts else ""
-        trained = os.path.basename(os.path.dirname(str(weights)))
-        lines.append(
-            f"{config_name} --eval-only{extra} ({trained}'s weights): {_metrics_text(results)}"
-        )
+    for state in pool.finished():
+        text = "failed" if state.error else (_metrics_text(state.results or {}) or "done")
+        timing = f"{state.seconds:.0f} s, {state.threads} thread(s)"
+        lines.append(f"{state.job.label()}: {text} [{timing}]")
     return lines
 
 
@@ -130,13 +127,19 @@ def assert_learns_and_holds_to_the_yardstick(config_name, output_root):
 
 # ------------------------------------------------------------------------------ memorisation
 MEMORISE_IMAGES = 4
+MEMORISE_ITERATIONS = 100  # the schedule of a config with no ``memorise`` entry yet
+
+
+def memorisation_dataset_name(source, count=MEMORISE_IMAGES):
+    """The name :func:`memorisation_dataset` registers for ``source``."""
+    return f"{source}_memorise{count}"
 
 
 def memorisation_dataset(source, count=MEMORISE_IMAGES):
     """Register (once) and return the name of a dataset of the first ``count`` images of dataset
     ``source`` with at least two instances (or, for semantic segmentation, any ``count``), with
     ``source``'s metadata: trained on and evaluated on, it measures memorisation."""
-    name = f"{source}_memorise{count}"
+    name = memorisation_dataset_name(source, count)
     if name in DatasetCatalog.list():
         return name
     semantic = MetadataCatalog.get(source).get("evaluator_type") == "sem_seg"
@@ -150,17 +153,19 @@ def memorisation_dataset(source, count=MEMORISE_IMAGES):
     return name
 
 
-def memorise(config_name, output_root, *opts):
-    """Train ``config_name`` on the :func:`memorisation_dataset` of its training set with the
-    schedule of its ``memorise`` entry in bars.yaml (``iterations``, and ``opts`` if any), from the
-    config's own initial weights, evaluate on the same images, and return ``(results, output
-    dir)`` (once per session and options)."""
-    spec = bars(config_name)["memorise"]
+def memorise_schedule(config_name, *opts):
+    """``(source, schedule)``: the training set whose :func:`memorisation_dataset` ``config_name``
+    (plus ``opts``) memorises, and the options of the schedule of its ``memorise`` entry in
+    bars.yaml (``iterations``, and ``opts`` if any) on that dataset."""
     from projects.engine.setup import load_config
 
-    cfg = load_config(toy_config(config_name), list(opts))
-    name = memorisation_dataset(cfg.DATASETS.TRAIN[0])
-    iterations = int(spec["iterations"])
+    try:
+        spec = bars(config_name).get("memorise") or {}
+    except KeyError:  # a config whose bars are still to be measured
+        spec = {}
+    source = load_config(toy_config(config_name), list(opts)).DATASETS.TRAIN[0]
+    name = memorisation_dataset_name(source)
+    iterations = int(spec.get("iterations", MEMORISE_ITERATIONS))
     schedule = [
         "DATASETS.TRAIN", f"('{name}',)",
         "DATASETS.TEST", f"('{name}',)",
@@ -170,4 +175,19 @@ def memorise(config_name, output_root, *opts):
         "TEST.EVAL_PERIOD", "0",
         *[str(v) for v in spec.get("opts", [])],
     ]  # fmt: skip
-    return train_toy(config_name, os.path.join(str(output_root), "memorise"), *schedule, *opts)
+    return source, schedule
+
+
+def memorise_job(config_name, *opts):
+    """The run that trains ``config_name`` (plus ``opts``, after the schedule's) on the
+    :func:`memorisation_dataset` of its training set with :func:`memorise_schedule`, from the
+    config's own initial weights, and evaluates it on the same images."""
+    return ToyJob("memorise", config_name, tuple(str(o) for o in opts))
+
+
+def memorise(config_name, output_root, *opts):
+    """Run :func:`memorise_job` (once per session and options) and return ``(results, output
+    dir)``."""
+    pool = session_pool(output_root)
+    job = memorise_job(config_name, *opts)
+    return pool.result(job), pool.output_dir(job)

@@ -49,6 +49,10 @@ class ToyConfig:
         second_hue_prob (float): probability that the pattern's second colour is a shade of the
             main one (else any hue).
         hues (tuple[float] or None): hue of each class; None: each shape's own ``hue``.
+        saturation, value (tuple[float, float]): ranges of an object's main colour's HSV
+            saturation and value.
+        second_saturation (tuple[float, float]): range of the saturation of its pattern's second
+            colour.
     """
 
     classes: tuple = tuple(shape.name for shape in THING_SHAPES)
@@ -68,6 +72,9 @@ class ToyConfig:
     hue_jitter: float = 0.05
     second_hue_prob: float = 0.5
     hues: tuple = None
+    saturation: tuple = (0.3, 1.0)
+    value: tuple = (0.35, 1.0)
+    second_saturation: tuple = (0.2, 1.0)
 
     @property
     def shapes(self):
@@ -193,6 +200,9 @@ def _paint(rng, image, full, visible, category, angle, config):
         cue_prob=config.hue_cue_prob,
         jitter=config.hue_jitter,
         second_hue_prob=config.second_hue_prob,
+        saturation=config.saturation,
+        value=config.value,
+        second_saturation=config.second_saturation,
     )
     window = visible[y0:y1, x0:x1]
     image[y0:y1, x0:x1][window] = texture[window]

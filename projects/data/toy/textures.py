@@ -16,6 +16,10 @@ logger = logging.getLogger(__name__)
 STUFF_CLASSES = ("sky", "grass", "gravel")
 SKY, GRASS, GRAVEL = range(len(STUFF_CLASSES))
 STUFF_COLORS = ((135, 190, 235), (70, 150, 60), (150, 130, 110))
+# Hue ranges of the stuff painters (most skies; every grass; gravel, at low saturation).
+SKY_HUES = (0.53, 0.66)
+GRASS_HUES = (0.18, 0.4)
+GRAVEL_HUES = (0.04, 0.13)
 
 
 def hsv_color(hue, saturation, value):
@@ -106,7 +110,7 @@ def stuff_layout(rng, height, width):
 
 
 def _sky(rng, height, width):
-    hue = rng.uniform(0.53, 0.66) if rng.random() < 0.75 else rng.random()
+    hue = rng.uniform(*SKY_HUES) if rng.random() < 0.75 else rng.random()
     top = hsv_color(hue, rng.uniform(0.35, 0.8), rng.uniform(0.6, 0.95))
     bottom = hsv_color(hue + rng.uniform(-0.05, 0.05), rng.uniform(0.05, 0.35), rng.uniform(0.8, 1))
     ramp = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
@@ -117,7 +121,7 @@ def _sky(rng, height, width):
 
 
 def _grass(rng, height, width):
-    base = hsv_color(rng.uniform(0.18, 0.4), rng.uniform(0.35, 0.85), rng.uniform(0.3, 0.7))
+    base = hsv_color(rng.uniform(*GRASS_HUES), rng.uniform(0.35, 0.85), rng.uniform(0.3, 0.7))
     blades = value_noise(rng, height, width, int(rng.integers(6, 14)), int(rng.integers(1, 3)))
     patches = fractal_noise(rng, height, width, int(rng.integers(20, 50)))
     shade = 0.6 + 0.5 * blades * 0.8 + 0.3 * patches
@@ -125,7 +129,7 @@ def _grass(rng, height, width):
 
 
 def _gravel(rng, height, width):
-    base = hsv_color(rng.uniform(0.04, 0.13), rng.uniform(0.08, 0.4), rng.uniform(0.4, 0.7))
+    base = hsv_color(rng.uniform(*GRAVEL_HUES), rng.uniform(0.08, 0.4), rng.uniform(0.4, 0.7))
     pebbles = value_noise(rng, height, width, int(rng.integers(3, 7)))
     grain = rng.random((height, width), dtype=np.float32)
     mottle = fractal_noise(rng, height, width, 32)
@@ -153,7 +157,17 @@ PATTERNS = (("flat", 0.25), ("stripes", 0.2), ("checker", 0.15), ("spots", 0.2),
 
 
 def object_texture(
-    rng, height, width, class_hue, angle, cue_prob=0.6, jitter=0.05, second_hue_prob=0.5
+    rng,
+    height,
+    width,
+    class_hue,
+    angle,
+    cue_prob=0.6,
+    jitter=0.05,
+    second_hue_prob=0.5,
+    saturation=(0.3, 1.0),
+    value=(0.35, 1.0),
+    second_saturation=(0.2, 1.0),
 ):
     """Fill for one object: a pattern of two colours with a weak class colour tendency.
 
@@ -166,16 +180,21 @@ def object_texture(
             ``jitter``), else any hue.
         jitter (float): standard deviation of the main hue around ``class_hue``.
         second_hue_prob (float): probability that the second colour is a shade of the main one.
+        saturation, value (tuple[float, float]): ranges of the main colour's HSV saturation and
+            value.
+        second_saturation (tuple[float, float]): range of the second colour's saturation.
 
     Returns:
         np.ndarray: (height, width, 3) float32 in [0, 255].
     """
     hue = class_hue + rng.normal(0, jitter) if rng.random() < cue_prob else rng.random()
-    first = hsv_color(hue, rng.uniform(0.3, 1.0), rng.uniform(0.35, 1.0))
+    first = hsv_color(hue, rng.uniform(*saturation), rng.uniform(*value))
     if rng.random() < second_hue_prob:
-        second = hsv_color(hue + rng.normal(0, 0.03), rng.uniform(0.2, 1.0), rng.uniform(0.1, 0.6))
+        second = hsv_color(
+            hue + rng.normal(0, 0.03), rng.uniform(*second_saturation), rng.uniform(0.1, 0.6)
+        )
     else:
-        second = hsv_color(rng.random(), rng.uniform(0.2, 1.0), rng.uniform(0.3, 1.0))
+        second = hsv_color(rng.random(), rng.uniform(*second_saturation), rng.uniform(0.3, 1.0))
     names, probs = zip(*PATTERNS)
     pattern = names[int(rng.choice(len(names), p=np.asarray(probs)))]
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
