@@ -233,3 +233,42 @@ def test_reserved_cores_are_left_to_what_runs_beside_the_pool(tmp_path):
     finally:
         pool.close()
     assert span(pool, a)[2] == "3" and span(pool, b)[2] == "4"
+
+
+def test_a_backbone_made_for_measuring_bars_loads_as_the_toy_pretrained_one(tmp_path, monkeypatch):
+    """``measure_bars --backbones``: a backbone pretrained with another seed, in a datasets root of
+    its own, is what the toy configs' ``toy-pretrained://`` weights resolve to there (not
+    retrained), and that root reaches this machine's toy instance data."""
+    from projects.data.toy.writer import default_root
+    from projects.engine import toy_pretrained
+    from tests.helpers import measure_bars
+
+    made = tmp_path / "backbone-8" / "datasets" / "toy_pretrained" / "R-18.pkl"
+    made.parent.mkdir(parents=True)
+    made.write_bytes(b"pretrained with seed 8")
+
+    def no_training(*args):
+        raise AssertionError("the backbone was retrained")
+
+    monkeypatch.setattr(toy_pretrained, "_train", no_training)
+    datasets = measure_bars.make_backbone(8, str(tmp_path / "backbone-8"))
+    assert toy_pretrained.ensure_pretrained(root=datasets) == str(made)
+    instance = os.path.join(datasets, "toy_instance")
+    assert os.path.realpath(instance) == os.path.realpath(
+        os.path.join(default_root(), "toy_instance")
+    )
+
+
+def test_pretraining_for_a_measurement_changes_only_the_recipe_seed(tmp_path, monkeypatch):
+    from projects.engine import toy_pretrained
+    from tests.helpers import measure_bars
+
+    seen = []
+    monkeypatch.setattr(toy_pretrained, "RECIPE_OPTS", toy_pretrained.RECIPE_OPTS)
+    monkeypatch.setattr(
+        toy_pretrained, "_train_into", lambda work: seen.append(toy_pretrained.RECIPE_OPTS)
+    )
+    before = dict(zip(toy_pretrained.RECIPE_OPTS[::2], toy_pretrained.RECIPE_OPTS[1::2]))
+    measure_bars._pretrain_with_seed(str(tmp_path / "work"), 8)
+    after = dict(zip(seen[0][::2], seen[0][1::2]))
+    assert after == {**before, "SEED": "8"} and before["SEED"] != "8"
